@@ -1,0 +1,75 @@
+"""The embedded model's 3D autoencoder: field grid <-> latent grid (4 x 8^3).
+
+Encoder: a strided 3D CNN from a 32^3 field (truncated SDF + sRGB) to a diagonal Gaussian
+posterior over a 4 x 8 x 8 x 8 latent. Decoder: a 3D CNN lifts the latent to a 32-channel feature
+grid at 16^3; a point MLP reads trilinearly interpolated features plus a Fourier encoding of the
+point and returns the field there. Decoding is therefore resolution-free: the same latent yields a
+32^3 grid for rendering or a 64^3 grid for meshing, and it is differentiable end to end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...data.procedural import grid_points
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    latent_channels: int = 4
+    latent_resolution: int = 8
+    input_resolution: int = 32
+    feature_channels: int = 32
+    hidden: int = 64
+    fourier_bands: int = 4
+
+
+class FieldAutoencoder(nn.Module):
+    def __init__(self, config: AutoencoderConfig = AutoencoderConfig()):
+        super().__init__()
+        self.config = config
+        c, h, f = config.latent_channels, config.hidden, config.feature_channels
+        self.encoder = nn.Sequential(
+            nn.Conv3d(4, 32, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv3d(32, h, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv3d(h, h, 3, padding=1), nn.SiLU(),
+            nn.Conv3d(h, 2 * c, 1),
+        )
+        self.trunk = nn.Sequential(
+            nn.Conv3d(c, h, 3, padding=1), nn.SiLU(),
+            nn.Conv3d(h, h, 3, padding=1), nn.SiLU(),
+            nn.ConvTranspose3d(h, f, 2, stride=2), nn.SiLU(),
+            nn.Conv3d(f, f, 3, padding=1),
+        )
+        in_dim = f + 3 + 6 * config.fourier_bands
+        self.point_mlp = nn.Sequential(nn.Linear(in_dim, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 4))
+
+    def encode(self, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fields (B, 4, 32, 32, 32) -> posterior mean and log-variance, each (B, 4, 8, 8, 8)."""
+        mean, logvar = self.encoder(fields).chunk(2, dim=1)
+        return mean, logvar.clamp(-12.0, 6.0)
+
+    def features(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, 4, 8, 8, 8) -> feature grid (B, F, 16, 16, 16)."""
+        return self.trunk(latents)
+
+    def query(self, features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Field values (B, N, 4) = (tsdf in [-1, 1], sRGB in [0, 1]) at points (B, N, 3) in [-1, 1]^3."""
+        b, n, _ = points.shape
+        grid = points.view(b, n, 1, 1, 3).to(features.dtype)
+        feat = F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        feat = feat.view(b, features.shape[1], n).transpose(1, 2)
+        freqs = (2.0 ** torch.arange(self.config.fourier_bands, device=points.device, dtype=points.dtype)) * torch.pi
+        angles = (points[..., None] * freqs).flatten(-2)
+        out = self.point_mlp(torch.cat([feat, points, angles.sin(), angles.cos()], -1))
+        return torch.cat([torch.tanh(out[..., :1]), torch.sigmoid(out[..., 1:])], -1)
+
+    def decode_grid(self, latents: torch.Tensor, resolution: int = 32, chunk: int = 65536) -> torch.Tensor:
+        """latents (B, 4, 8, 8, 8) -> field grid (B, 4, R, R, R) in (z, y, x) layout over [-1, 1]^3."""
+        feats = self.features(latents)
+        pts = grid_points(resolution).to(latents.device, latents.dtype).reshape(1, -1, 3).expand(latents.shape[0], -1, -1)
+        out = torch.cat([self.query(feats, pts[:, i : i + chunk]) for i in range(0, pts.shape[1], chunk)], 1)
+        return out.transpose(1, 2).reshape(latents.shape[0], 4, resolution, resolution, resolution)

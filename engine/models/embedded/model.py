@@ -1,0 +1,143 @@
+"""The embedded default model: the project's own small text-to-3D latent diffusion model.
+
+It implements ``engine.models.protocol.DiffusionModel`` with the parts in this package:
+``SlotTextEncoder`` (prompts), ``LatentTransformer3D`` (denoiser, v-prediction), diffusers
+schedulers (cosine betas, 1000 training steps) and ``FieldAutoencoder`` (latent -> SDF + colour
+field). Weights are trained by ``scripts/train_embedded.py`` and shipped in ``weights/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from safetensors.torch import load_file
+
+from ...data.procedural import TRUNCATION
+from ...geometry.mesh import Mesh, extract_mesh
+from ..fields import SDFGrid
+from ..protocol import PromptEmbeds
+from .autoencoder import AutoencoderConfig, FieldAutoencoder
+from .denoiser import DenoiserConfig, LatentTransformer3D
+from .text import SlotTextEncoder
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    prediction_type="v_prediction",
+    clip_sample=False,
+)
+
+
+class ModelLoadError(RuntimeError):
+    """Weights missing, unreadable or not matching the configuration."""
+
+
+@dataclass
+class EmbeddedConfig:
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    scaling_factor: float = 1.0  # latents are divided by this before diffusion (unit variance)
+    render_resolution: int = 32  # field grid decoded for rendering
+    mesh_resolution: int = 48  # field grid decoded for marching cubes
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EmbeddedConfig":
+        raw = json.loads(text)
+        return cls(
+            autoencoder=AutoencoderConfig(**raw.pop("autoencoder")),
+            denoiser=DenoiserConfig(**raw.pop("denoiser")),
+            **raw,
+        )
+
+
+class EmbeddedModel:
+    name = "embedded"
+    prediction_type = "v_prediction"
+    lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_out")
+
+    def __init__(self, config: EmbeddedConfig = EmbeddedConfig(), device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.text_encoder = SlotTextEncoder(config.denoiser.text_dim).to(self.device).eval()
+        self.denoiser = LatentTransformer3D(config.denoiser).to(self.device).eval()
+        self.autoencoder = FieldAutoencoder(config.autoencoder).to(self.device).eval()
+        for module in (self.text_encoder, self.autoencoder):
+            module.requires_grad_(False)
+        a = config.autoencoder
+        self.latent_shape = (a.latent_channels, a.latent_resolution, a.latent_resolution, a.latent_resolution)
+
+    # -- weights -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for prefix, module in (("text.", self.text_encoder), ("denoiser.", self.denoiser), ("autoencoder.", self.autoencoder)):
+            out.update({prefix + k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for prefix, module in (("text.", self.text_encoder), ("denoiser.", self.denoiser), ("autoencoder.", self.autoencoder)):
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                module.load_state_dict(part, strict=True)
+            except RuntimeError as exc:
+                raise ModelLoadError(f"weights do not match the model configuration ({prefix[:-1]}): {exc}") from exc
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike = WEIGHTS_DIR, device: str | torch.device = "cpu") -> "EmbeddedModel":
+        """Load ``config.json`` and ``model.safetensors`` from ``directory``."""
+        directory = Path(directory)
+        cfg_path, weights_path = directory / "config.json", directory / "model.safetensors"
+        if not cfg_path.is_file() or not weights_path.is_file():
+            raise ModelLoadError(
+                f"embedded model weights not found in {directory}; run `python scripts/train_embedded.py` to train them"
+            )
+        model = cls(EmbeddedConfig.from_json(cfg_path.read_text()), device=device)
+        model.load_state_dict(load_file(str(weights_path), device=str(model.device)))
+        return model
+
+    # -- protocol ------------------------------------------------------------------------------
+    def _embed_ids(self, ids: torch.Tensor) -> PromptEmbeds:
+        hidden, pooled = self.text_encoder(ids.to(self.device))
+        return PromptEmbeds(hidden, pooled)
+
+    def encode_prompts(self, prompts: list[str]) -> PromptEmbeds:
+        return self._embed_ids(self.text_encoder.tokenize(prompts))
+
+    def unconditional_embeds(self, batch: int) -> PromptEmbeds:
+        return self._embed_ids(torch.zeros(batch, 3, dtype=torch.long))
+
+    def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, embeds: PromptEmbeds) -> torch.Tensor:
+        return self.denoiser(latents, timesteps, embeds.hidden, embeds.pooled)
+
+    def make_scheduler(self, kind: str = "ddim"):
+        if kind == "ddim":
+            return DDIMScheduler(**SCHEDULER_CONFIG, set_alpha_to_one=False, timestep_spacing="trailing")
+        if kind == "ddpm":
+            return DDPMScheduler(**SCHEDULER_CONFIG, variance_type="fixed_small", timestep_spacing="trailing")
+        if kind == "dpmsolver-sde":
+            return DPMSolverMultistepScheduler(
+                **{k: v for k, v in SCHEDULER_CONFIG.items() if k != "clip_sample"},
+                algorithm_type="sde-dpmsolver++", solver_order=1, timestep_spacing="trailing",
+            )
+        raise ValueError(f"unknown scheduler {kind!r}; choose ddim, ddpm or dpmsolver-sde")
+
+    def decode(self, latents: torch.Tensor, resolution: int | None = None) -> SDFGrid:
+        """latents (B, 4, 8, 8, 8) in diffusion scale -> SDFGrid at ``resolution`` (default render_resolution)."""
+        res = resolution or self.config.render_resolution
+        grid = self.autoencoder.decode_grid(latents * self.config.scaling_factor, res)
+        return SDFGrid(grid, TRUNCATION)
+
+    def extract_meshes(self, representation: SDFGrid) -> list[Mesh]:
+        return [extract_mesh(g) for g in representation.grid]
+
+    def latents_to_meshes(self, latents: torch.Tensor) -> list[Mesh]:
+        """Decode at ``mesh_resolution`` and run marching cubes: one Mesh per latent."""
+        with torch.no_grad():
+            return self.extract_meshes(self.decode(latents, self.config.mesh_resolution))

@@ -1,0 +1,90 @@
+"""The model protocol: what the sampler, renderer, rewards and aligner may assume about a model.
+
+A *3D-native latent diffusion model* is five parts. The embedded model implements them now;
+DiffSplat and Shap-E are meant to implement them later without the rest of the engine changing.
+
+1. **Prompt encoder** -- ``encode_prompts(list[str]) -> PromptEmbeds`` and
+   ``unconditional_embeds(batch) -> PromptEmbeds`` (the embedding classifier-free guidance
+   pairs with). ``PromptEmbeds.hidden`` is a token sequence (B, L, D) for cross-attention,
+   ``pooled`` an optional global vector (B, Dp). Invalid prompts raise ``PromptError`` before any
+   work starts. (DiffSplat: CLIP or T5 encoders; Shap-E: a CLIP text embedding.)
+2. **Denoiser** -- ``denoiser: torch.nn.Module`` called through
+   ``denoise(latents, timesteps, embeds) -> model_output`` (same shape as ``latents``). Its
+   attention and feed-forward layers are ``torch.nn.Linear`` modules with diffusers' names
+   (``to_q``, ``to_k``, ``to_v``, ``to_out.0``, ``ff.net.0.proj``, ``ff.net.2``, ``proj_out``),
+   listed in ``lora_target_modules`` so peft can wrap them. (DiffSplat: UNet2DCondition /
+   PixArt / SD3 transformers with Plücker channels concatenated inside ``denoise``; Shap-E:
+   PriorTransformer.)
+3. **Scheduler** -- ``make_scheduler(kind)`` returns a fresh diffusers scheduler ("ddim",
+   "ddpm", "dpmsolver-sde") configured for this model; ``prediction_type`` says what the
+   denoiser predicts ("epsilon", "v_prediction" or "sample").
+4. **Decoder** -- ``decode(latents) -> Renderable``: a differentiable map from latents to a 3D
+   representation that ``engine.render`` can draw. Fields (signed distance + colour, queried at
+   points) are rendered by the volume renderer; a Gaussian-splat representation (DiffSplat) would
+   bring its own splatting renderer behind the same ``render`` call.
+5. **Mesh extraction** -- ``extract_meshes(representation) -> list[Mesh]`` (vertex-coloured,
+   engine world frame: Z up, inside [-1, 1]^3).
+
+Latents have the fixed per-sample shape ``latent_shape``; the sampler draws standard normal
+noise of that shape. Nothing outside a model may depend on the latent layout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..geometry.mesh import Mesh
+
+
+@dataclass
+class PromptEmbeds:
+    """Conditioning for a batch: ``hidden`` (B, L, D); ``pooled`` (B, Dp) or None."""
+
+    hidden: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.hidden.shape[0])
+
+    @staticmethod
+    def cat(items: list["PromptEmbeds"]) -> "PromptEmbeds":
+        pooled = None if items[0].pooled is None else torch.cat([i.pooled for i in items])
+        return PromptEmbeds(torch.cat([i.hidden for i in items]), pooled)
+
+    def repeat(self, n: int) -> "PromptEmbeds":
+        """Each row repeated ``n`` times consecutively (B*n rows)."""
+        pooled = None if self.pooled is None else self.pooled.repeat_interleave(n, 0)
+        return PromptEmbeds(self.hidden.repeat_interleave(n, 0), pooled)
+
+    def to(self, device) -> "PromptEmbeds":
+        return PromptEmbeds(self.hidden.to(device), None if self.pooled is None else self.pooled.to(device))
+
+
+@runtime_checkable
+class Renderable(Protocol):
+    """A batch of 3D assets that the engine's renderer can draw (see ``engine.render.render``)."""
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class DiffusionModel(Protocol):
+    name: str
+    denoiser: torch.nn.Module
+    prediction_type: str
+    latent_shape: tuple[int, ...]
+    lora_target_modules: tuple[str, ...]
+
+    def encode_prompts(self, prompts: list[str]) -> PromptEmbeds: ...
+
+    def unconditional_embeds(self, batch: int) -> PromptEmbeds: ...
+
+    def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, embeds: PromptEmbeds) -> torch.Tensor: ...
+
+    def make_scheduler(self, kind: str = "ddim"): ...
+
+    def decode(self, latents: torch.Tensor) -> Renderable: ...
+
+    def extract_meshes(self, representation: Renderable) -> list[Mesh]: ...

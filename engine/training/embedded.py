@@ -1,0 +1,178 @@
+"""Training of the embedded model from procedural data: autoencoder first, then latent diffusion.
+
+Everything is seeded from one integer; on the same machine and thread count the run is
+reproducible. Defaults are sized for 2 CPU cores (about 35 minutes in all, see README).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from ..data.procedural import ShapeSpec, field_volume, near_surface_points, sample_spec
+from ..models.embedded.model import EmbeddedConfig, EmbeddedModel
+from ..models.embedded.text import prompt_ids
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    ae_steps: int = 1500
+    ae_batch: int = 16
+    ae_points: int = 2048
+    ae_lr: float = 2e-3
+    kl_weight: float = 1e-4
+    dataset_size: int = 16000
+    diffusion_steps: int = 3000
+    diffusion_batch: int = 64
+    diffusion_lr: float = 6e-4
+    ema_decay: float = 0.998
+    drop_prompt: float = 0.1  # whole prompt -> unconditional (classifier-free guidance)
+    drop_colour: float = 0.1
+    drop_size: float = 0.3
+
+
+Log = Callable[[str], None]
+
+
+def _cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _batch_fields(specs: list[ShapeSpec]) -> torch.Tensor:
+    return torch.stack([field_volume(s, 32) for s in specs])
+
+
+def train_autoencoder(model: EmbeddedModel, cfg: TrainConfig, log: Log) -> None:
+    ae = model.autoencoder
+    ae.train().requires_grad_(True)
+    g = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=0.0)
+    t0 = time.time()
+    for step in range(cfg.ae_steps):
+        specs = [sample_spec(g) for _ in range(cfg.ae_batch)]
+        fields = _batch_fields(specs)
+        pts, target = zip(*(near_surface_points(s, cfg.ae_points, g) for s in specs))
+        pts, target = torch.stack(pts), torch.stack(target)
+        colours = torch.tensor([s.rgb for s in specs])[:, None].expand(-1, cfg.ae_points, -1)
+        mean, logvar = ae.encode(fields)
+        z = mean + torch.randn(mean.shape, generator=g) * (0.5 * logvar).exp()
+        pred = ae.query(ae.features(z), pts)
+        # Errors near the surface decide the mesh, so they weigh more.
+        near = 1.0 + 4.0 * (target.abs() < 0.5).float()
+        sdf_loss = (near * (pred[..., 0] - target).abs()).mean()
+        rgb_loss = (pred[..., 1:] - colours).abs().mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        loss = sdf_loss + rgb_loss + cfg.kl_weight * kl
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, cfg.ae_steps, cfg.ae_lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == cfg.ae_steps - 1:
+            log(f"ae {step:5d}/{cfg.ae_steps} sdf {sdf_loss.item():.4f} rgb {rgb_loss.item():.4f} kl {kl.item():.3f} ({time.time() - t0:.0f}s)")
+    ae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_dataset(model: EmbeddedModel, cfg: TrainConfig, log: Log) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means (N, 4, 8, 8, 8) of fresh procedural samples, and their prompt ids (N, 3)."""
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    latents, ids = [], []
+    for start in range(0, cfg.dataset_size, 64):
+        specs = [sample_spec(g) for _ in range(min(64, cfg.dataset_size - start))]
+        latents.append(model.autoencoder.encode(_batch_fields(specs))[0])
+        ids.extend(prompt_ids(s.prompt) for s in specs)
+        if start % 3200 == 0:
+            log(f"encoded {start}/{cfg.dataset_size}")
+    return torch.cat(latents), torch.tensor(ids)
+
+
+def train_diffusion(model: EmbeddedModel, latents: torch.Tensor, ids: torch.Tensor, cfg: TrainConfig, log: Log) -> None:
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    scheduler = model.make_scheduler("ddpm")
+    alphas = scheduler.alphas_cumprod
+    den = model.denoiser
+    den.train().requires_grad_(True)
+    ema = copy.deepcopy(den).requires_grad_(False)
+    text = model.text_encoder
+    text.requires_grad_(True)
+    params = list(den.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.diffusion_lr, weight_decay=1e-4)
+    t0 = time.time()
+    for step in range(cfg.diffusion_steps):
+        idx = torch.randint(len(latents), (cfg.diffusion_batch,), generator=g)
+        x0 = latents[idx]
+        cond = ids[idx].clone()
+        b = len(idx)
+        cond[torch.rand(b, generator=g) < cfg.drop_size, 0] = 0
+        cond[torch.rand(b, generator=g) < cfg.drop_colour, 1] = 0
+        cond[torch.rand(b, generator=g) < cfg.drop_prompt] = 0
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        a = alphas[t].view(-1, 1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        v_target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        hidden, pooled = text(cond)
+        loss = F.mse_loss(den(xt, t, hidden, pooled), v_target)
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, cfg.diffusion_steps, cfg.diffusion_lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            for pe, p in zip(ema.parameters(), den.parameters()):
+                pe.lerp_(p, 1 - decay)
+        if step % 50 == 0 or step == cfg.diffusion_steps - 1:
+            log(f"diffusion {step:5d}/{cfg.diffusion_steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
+    den.load_state_dict(ema.state_dict())
+    den.eval().requires_grad_(False)
+    text.requires_grad_(False)
+
+
+def save_weights(model: EmbeddedModel, directory: str | os.PathLike, meta: dict) -> None:
+    """Write config.json and model.safetensors atomically into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, writer in (
+        ("model.safetensors", lambda p: save_file(model.state_dict(), p, metadata={k: str(v) for k, v in meta.items()})),
+        ("config.json", lambda p: Path(p).write_text(model.config.to_json())),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+        os.close(fd)
+        try:
+            writer(tmp)
+            os.replace(tmp, directory / name)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def train_embedded(cfg: TrainConfig, out_dir: str | os.PathLike, log: Log = print) -> EmbeddedModel:
+    """The whole recipe: seed, autoencoder, latent scale, diffusion, save."""
+    torch.manual_seed(cfg.seed)
+    model = EmbeddedModel(EmbeddedConfig())
+    start = time.time()
+    train_autoencoder(model, cfg, log)
+    latents, ids = encode_dataset(model, cfg, log)
+    scale = float(latents.std())
+    model.config.scaling_factor = scale
+    log(f"latent std {scale:.4f}")
+    train_diffusion(model, latents / scale, ids, cfg, log)
+    save_weights(model, out_dir, {"train_config": json.dumps(asdict(cfg)), "seconds": round(time.time() - start)})
+    log(f"saved to {out_dir} after {time.time() - start:.0f}s")
+    return model
