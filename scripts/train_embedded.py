@@ -25,10 +25,11 @@ def main() -> None:
     for f in dataclasses.fields(TrainConfig):
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume-stage2", default=None, help="weights saved after stage 2; runs stages 3-4 only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    train_embedded(cfg, args.out, log=lambda m: print(m, flush=True))
+    train_embedded(cfg, args.out, log=lambda m: print(m, flush=True), resume_stage2=args.resume_stage2)
 
 
 if __name__ == "__main__":

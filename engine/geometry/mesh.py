@@ -14,12 +14,13 @@ Files are written atomically: a temporary file in the target folder, then ``os.r
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..fileio import write_bytes
 
 # Z-up (engine) -> Y-up (glTF/OBJ): rotate -90 degrees about X, i.e. (x, y, z) -> (x, z, -y).
 _Z_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64)
@@ -69,24 +70,27 @@ def linear_to_srgb(c: np.ndarray) -> np.ndarray:
 def extract_mesh(volume: torch.Tensor | np.ndarray, level: float = 0.0) -> Mesh:
     """Marching cubes on a field (4, z, y, x): channel 0 the signed field, 1:4 sRGB colour.
 
-    The grid spans [-1, 1]^3 with corners on the bounds (``align_corners`` layout). Vertex colours
-    are trilinearly interpolated from the colour channels. A field with no zero crossing gives an
-    empty mesh rather than an error, so a batch never fails because one sample collapsed.
+    The grid spans [-1, 1]^3 with corners on the bounds (``align_corners`` layout); an object
+    touching the bounds is closed there, so meshes are watertight. Vertex colours are trilinearly
+    interpolated from the colour channels. A field with nothing inside gives an empty mesh rather
+    than an error, so a batch never fails because one sample collapsed.
     """
     from skimage.measure import marching_cubes
 
     vol = volume.detach().cpu().float().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume, np.float32)
     if vol.ndim != 4 or vol.shape[0] != 4:
         raise ValueError(f"expected a (4, D, H, W) field, got {vol.shape}")
-    sdf = vol[0]
-    res = np.array(sdf.shape, dtype=np.float64)
-    if not (sdf.min() < level < sdf.max()):
+    res = np.array(vol.shape[1:], dtype=np.float64)
+    if not (vol[0].min() < level):
         return Mesh(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)))
+    # A one-voxel shell of "outside" closes surfaces that the grid's bounds would cut open.
+    sdf = np.pad(vol[0], 1, constant_values=max(float(vol[0].max()), level + 1.0))
+    padded_colours = np.pad(vol[1:4], ((0, 0), (1, 1), (1, 1), (1, 1)), mode="edge")
     spacing = tuple(2.0 / (res - 1))
     verts_zyx, faces, _, _ = marching_cubes(sdf, level=level, spacing=spacing)
-    idx = verts_zyx / np.array(spacing)  # fractional grid indices (z, y, x)
-    colors = np.stack([_trilinear(vol[c], idx) for c in range(1, 4)], -1)
-    vertices = verts_zyx[:, ::-1] - 1.0  # (x, y, z) in [-1, 1]
+    idx = verts_zyx / np.array(spacing)  # fractional indices into the padded grid (z, y, x)
+    colors = np.stack([_trilinear(padded_colours[c], idx) for c in range(3)], -1)
+    vertices = verts_zyx[:, ::-1] - 1.0 - np.array(spacing)[::-1]  # (x, y, z), undo the padding
     # skimage orients faces for a field that is positive inside; ours is negative inside.
     return Mesh(vertices, faces[:, ::-1], colors)
 
@@ -102,18 +106,6 @@ def _trilinear(grid: np.ndarray, idx: np.ndarray) -> np.ndarray:
                 w = (f[:, 0] if dz else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1]) * (f[:, 2] if dx else 1 - f[:, 2])
                 out += w * grid[i0[:, 0] + dz, i0[:, 1] + dy, i0[:, 2] + dx]
     return out
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
@@ -134,7 +126,7 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
         data = tm.export(file_type="obj", include_color=True, include_normals=False, include_texture=False).encode()
     else:
         data = tm.export(file_type="ply", encoding="binary")
-    _atomic_bytes(path, data)
+    write_bytes(path, data)
     return path
 
 

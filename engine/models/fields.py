@@ -3,7 +3,7 @@
 ``SDFGrid`` is what the embedded model decodes to: a dense grid over [-1, 1]^3 holding a
 truncated signed distance (in units of ``truncation``) and sRGB colour, interpolated trilinearly.
 Any other implicit model (e.g. Shap-E's field MLP) can be rendered by the same volume renderer by
-offering ``query`` and ``normals`` with the same shapes.
+offering ``sample`` with the same shapes.
 """
 from __future__ import annotations
 
@@ -33,18 +33,15 @@ class SDFGrid:
         out = F.grid_sample(volume, g, mode="bilinear", padding_mode="border", align_corners=True)
         return out.view(volume.shape[0], volume.shape[1], -1)
 
-    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Signed distance (B, N) in world units and sRGB colour (B, N, 3) at points (B, N, 3)."""
-        out = self._sample(self.grid, points)
-        return out[:, 0] * self.truncation, out[:, 1:4].transpose(1, 2)
-
-    def normals(self, points: torch.Tensor) -> torch.Tensor:
-        """Unit outward normals (B, N, 3): the SDF gradient by central differences on the grid."""
+    def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """At points (B, N, 3): signed distance (B, N) in world units, sRGB colour (B, N, 3) and unit
+        outward normals (B, N, 3) from the grid's central-difference gradient, in one lookup."""
         sdf = self.grid[:, :1]
-        # Central differences along W (x), H (y), D (z), edges replicated.
         padded = F.pad(sdf, (1, 1, 1, 1, 1, 1), mode="replicate")
         gx = padded[:, :, 1:-1, 1:-1, 2:] - padded[:, :, 1:-1, 1:-1, :-2]
         gy = padded[:, :, 1:-1, 2:, 1:-1] - padded[:, :, 1:-1, :-2, 1:-1]
         gz = padded[:, :, 2:, 1:-1, 1:-1] - padded[:, :, :-2, 1:-1, 1:-1]
-        grad = self._sample(torch.cat([gx, gy, gz], 1), points).transpose(1, 2)
-        return grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        out = self._sample(torch.cat([self.grid, gx, gy, gz], 1), points)
+        grad = out[:, 4:7].transpose(1, 2)
+        normals = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        return out[:, 0] * self.truncation, out[:, 1:4].transpose(1, 2), normals

@@ -17,7 +17,8 @@ DiffSplat and Shap-E are meant to implement them later without the rest of the e
    PriorTransformer.)
 3. **Scheduler** -- ``make_scheduler(kind)`` returns a fresh diffusers scheduler ("ddim",
    "ddpm", "dpmsolver-sde") configured for this model; ``prediction_type`` says what the
-   denoiser predicts ("epsilon", "v_prediction" or "sample").
+   denoiser predicts ("epsilon", "v_prediction" or "sample"); ``default_guidance`` is the
+   classifier-free guidance scale the model is meant to be sampled with.
 4. **Decoder** -- ``decode(latents) -> Renderable``: a differentiable map from latents to a 3D
    representation that ``engine.render`` can draw. Fields (signed distance + colour, queried at
    points) are rendered by the volume renderer; a Gaussian-splat representation (DiffSplat) would
@@ -74,6 +75,7 @@ class DiffusionModel(Protocol):
     name: str
     denoiser: torch.nn.Module
     prediction_type: str
+    default_guidance: float
     latent_shape: tuple[int, ...]
     lora_target_modules: tuple[str, ...]
 

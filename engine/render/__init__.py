@@ -11,7 +11,7 @@ from .volume import RenderOutput, VolumeRenderConfig, render_field
 
 def render(representation, cameras: Cameras, config: VolumeRenderConfig = VolumeRenderConfig()) -> RenderOutput:
     """Differentiably render a batch of assets from ``cameras``: images (B, V, C, R, R)."""
-    if hasattr(representation, "query") and hasattr(representation, "normals"):
+    if hasattr(representation, "sample"):
         return render_field(representation, cameras, config)
     raise TypeError(f"no differentiable renderer for {type(representation).__name__}")
 

@@ -63,8 +63,7 @@ def _render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, cfg: VolumeRe
     t = near[..., None] + (far - near)[..., None] * steps  # (B, N, S)
     pts = origins[:, :, None] + dirs[:, :, None] * t[..., None]  # (B, N, S, 3)
     flat = pts.reshape(b, -1, 3)
-    sdf, colour = field.query(flat)
-    normal = field.normals(flat)
+    sdf, colour, normal = field.sample(flat)
     sdf = sdf.view(b, n, cfg.samples)
     colour = colour.view(b, n, cfg.samples, 3)
     normal = normal.view(b, n, cfg.samples, 3)
@@ -101,7 +100,7 @@ def _render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, cfg: VolumeRe
 
 
 def render_field(field, cameras: Cameras, config: VolumeRenderConfig = VolumeRenderConfig()) -> RenderOutput:
-    """Render a batch of fields (``query``/``normals`` as in ``engine.models.fields``) from V cameras."""
+    """Render a batch of fields (``sample`` as in ``engine.models.fields``) from V cameras."""
     res = config.resolution
     first = field.grid if hasattr(field, "grid") else None
     device = first.device if first is not None else torch.device("cpu")

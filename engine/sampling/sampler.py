@@ -15,6 +15,7 @@ two calls of its ``step`` with zero and with drawn noise).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -32,14 +33,14 @@ class Cancelled(RuntimeError):
 @dataclass(frozen=True)
 class SamplerConfig:
     steps: int = 20
-    guidance: float = 5.0
+    guidance: float | None = None  # None: the model's ``default_guidance``
     scheduler: str = "ddim"
     eta: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 1000:
             raise ValueError("steps must be in 1..1000")
-        if self.guidance < 0 or not math.isfinite(self.guidance):
+        if self.guidance is not None and (self.guidance < 0 or not math.isfinite(self.guidance)):
             raise ValueError("guidance must be a finite number >= 0")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError("eta must be in [0, 1]")
@@ -157,6 +158,8 @@ def sample(
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if not prompts:
         raise ValueError("nothing to sample: empty prompt list")
+    if config.guidance is None:
+        config = dataclasses.replace(config, guidance=model.default_guidance)
     cond = model.encode_prompts(prompts)
     uncond = model.unconditional_embeds(len(prompts))
     device = cond.hidden.device

@@ -1,0 +1,75 @@
+"""Text -> 3D assets: sampling, decoding and mesh extraction in batches, with timings.
+
+This is the job both the CLI and the Blender layer run; it knows nothing about files or bpy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .geometry.mesh import Mesh
+from .models.protocol import DiffusionModel
+from .sampling.sampler import SamplerConfig, sample
+
+
+@dataclass
+class Asset:
+    prompt: str
+    seed: int
+    mesh: Mesh
+    latent: torch.Tensor  # (*latent_shape), the clean latent x_0
+
+
+@dataclass
+class Timings:
+    sample_s: float = 0.0
+    mesh_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.sample_s + self.mesh_s
+
+
+@dataclass
+class GenerationResult:
+    assets: list[Asset]
+    timings: Timings = field(default_factory=Timings)
+
+
+def generate(
+    model: DiffusionModel,
+    prompts: list[str],
+    seeds: list[int],
+    sampler: SamplerConfig = SamplerConfig(),
+    batch_size: int = 8,
+    progress: Callable[[float, str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> GenerationResult:
+    """One asset per (prompt, seed). ``progress(fraction, message)`` is called along the way."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    model.encode_prompts(sorted(set(prompts)))  # validate every prompt before any work
+    result = GenerationResult([])
+    n = len(prompts)
+    for start in range(0, n, batch_size):
+        p, s = prompts[start : start + batch_size], seeds[start : start + batch_size]
+
+        def step_progress(i: int, total: int) -> None:
+            if progress is not None:
+                done = start + len(p) * i / total * 0.8
+                progress(done / n, f"sampling {start + 1}-{start + len(p)} of {n}: step {i}/{total}")
+
+        t0 = time.perf_counter()
+        latents = sample(model, p, s, sampler, progress=step_progress, should_cancel=should_cancel).latents
+        t1 = time.perf_counter()
+        meshes = model.latents_to_meshes(latents)
+        t2 = time.perf_counter()
+        result.timings.sample_s += t1 - t0
+        result.timings.mesh_s += t2 - t1
+        result.assets += [Asset(pp, ss, m, z) for pp, ss, m, z in zip(p, s, meshes, latents)]
+        if progress is not None:
+            progress((start + len(p)) / n, f"meshed {start + len(p)} of {n}")
+    return result

@@ -1,0 +1,48 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine.data.grammar import PromptError
+from engine.geometry.evaluate import evaluate
+from engine.models.embedded.model import WEIGHTS_DIR, EmbeddedConfig, EmbeddedModel, ModelLoadError
+from engine.models.protocol import DiffusionModel
+from engine.pipeline import generate
+from engine.sampling.sampler import SamplerConfig
+
+
+@pytest.fixture(scope="module")
+def model():
+    return EmbeddedModel.load()
+
+
+def test_implements_protocol_and_is_small(model):
+    assert isinstance(model, DiffusionModel)
+    total = sum(f.stat().st_size for f in WEIGHTS_DIR.iterdir())
+    assert total < 12 * 2**20
+    names = {n.split(".")[-1] for n, _ in model.denoiser.named_modules()} | {n for n, _ in model.denoiser.named_modules()}
+    for target in model.lora_target_modules:
+        assert any(n.endswith(target) for n in names), target
+
+
+def test_missing_and_mismatched_weights_give_clear_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        EmbeddedModel.load(tmp_path)
+    (tmp_path / "config.json").write_text(EmbeddedConfig().to_json())
+    save_file({"denoiser.proj_out.weight": torch.zeros(3, 3)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match="do not match"):
+        EmbeddedModel.load(tmp_path)
+
+
+def test_prompts_are_validated(model):
+    with pytest.raises(PromptError):
+        model.encode_prompts(["a red cube", "a plaid cube"])
+
+
+def test_generated_assets_follow_their_prompts(model):
+    # One seed per shape family and colour pair on the diagonal: a quick fidelity check; the
+    # full 48-prompt measurement is scripts/evaluate_embedded.py.
+    prompts = ["a red cube", "an orange sphere", "a yellow cylinder", "a green cone", "a blue torus", "a purple pyramid", "a white sphere", "a black cube"]
+    result = generate(model, prompts, list(range(500, 508)), SamplerConfig(steps=20))
+    reports = [evaluate(a.mesh, a.prompt) for a in result.assets]
+    assert sum(r.colour_ok for r in reports) >= 7, [(r.prompt.text, r.colour) for r in reports]
+    assert sum(r.shape_ok for r in reports) >= 6, [(r.prompt.text, r.shape) for r in reports]
