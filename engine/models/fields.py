@@ -8,6 +8,7 @@ offering ``sample`` with the same shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -27,21 +28,23 @@ class SDFGrid:
     def resolution(self) -> int:
         return int(self.grid.shape[-1])
 
-    def _sample(self, volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        # points (B, N, 3) as (x, y, z) -> (B, C, N); outside the cube reads the border value.
-        g = points.view(points.shape[0], -1, 1, 1, 3).to(volume.dtype)
-        out = F.grid_sample(volume, g, mode="bilinear", padding_mode="border", align_corners=True)
-        return out.view(volume.shape[0], volume.shape[1], -1)
-
-    def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """At points (B, N, 3): signed distance (B, N) in world units, sRGB colour (B, N, 3) and unit
-        outward normals (B, N, 3) from the grid's central-difference gradient, in one lookup."""
-        sdf = self.grid[:, :1]
-        padded = F.pad(sdf, (1, 1, 1, 1, 1, 1), mode="replicate")
+    @cached_property
+    def _lookup_volume(self) -> torch.Tensor:
+        """(B, 7, D, H, W): the grid plus its central-difference gradient, built once per field."""
+        padded = F.pad(self.grid[:, :1], (1, 1, 1, 1, 1, 1), mode="replicate")
         gx = padded[:, :, 1:-1, 1:-1, 2:] - padded[:, :, 1:-1, 1:-1, :-2]
         gy = padded[:, :, 1:-1, 2:, 1:-1] - padded[:, :, 1:-1, :-2, 1:-1]
         gz = padded[:, :, 2:, 1:-1, 1:-1] - padded[:, :, :-2, 1:-1, 1:-1]
-        out = self._sample(torch.cat([self.grid, gx, gy, gz], 1), points)
+        return torch.cat([self.grid, gx, gy, gz], 1)
+
+    def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """At points (B, N, 3): signed distance (B, N) in world units, sRGB colour (B, N, 3) and unit
+        outward normals (B, N, 3) from the grid's central-difference gradient, in one lookup.
+        Points outside the cube read the border values."""
+        volume = self._lookup_volume
+        g = points.view(points.shape[0], -1, 1, 1, 3).to(volume.dtype)
+        out = F.grid_sample(volume, g, mode="bilinear", padding_mode="border", align_corners=True)
+        out = out.view(volume.shape[0], volume.shape[1], -1)
         grad = out[:, 4:7].transpose(1, 2)
         normals = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         return out[:, 0] * self.truncation, out[:, 1:4].transpose(1, 2), normals

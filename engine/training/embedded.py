@@ -69,6 +69,24 @@ def _batch_fields(specs: list[ShapeSpec]) -> torch.Tensor:
     return torch.stack([field_volume(s, 32) for s in specs])
 
 
+def _reconstruction_batch(cfg: TrainConfig, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Fresh shapes: fields (B, 4, 32^3), query points (B, N, 3), their tsdf (B, N), colours (B, N, 3)."""
+    specs = [sample_spec(g) for _ in range(cfg.ae_batch)]
+    pts, target = zip(*(near_surface_points(s, cfg.ae_points, g) for s in specs))
+    colours = torch.tensor([s.rgb for s in specs])[:, None].expand(-1, cfg.ae_points, -1)
+    return _batch_fields(specs), torch.stack(pts), torch.stack(target), colours
+
+
+def _reconstruction_losses(ae, z, pts, target, colours, colour_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder losses at the query points: near-surface-weighted tsdf L1, colour L1 (+ weighted L2)."""
+    pred = ae.query(ae.features(z), pts)
+    # Errors near the surface decide the mesh, so they weigh more.
+    near = 1.0 + 4.0 * (target.abs() < 0.5).float()
+    sdf_loss = (near * (pred[..., 0] - target).abs()).mean()
+    err = pred[..., 1:] - colours
+    return sdf_loss, err.abs().mean() + colour_weight * err.pow(2).mean()
+
+
 def train_autoencoder(model: EmbeddedModel, cfg: TrainConfig, log: Log) -> None:
     ae = model.autoencoder
     ae.train().requires_grad_(True)
@@ -76,18 +94,10 @@ def train_autoencoder(model: EmbeddedModel, cfg: TrainConfig, log: Log) -> None:
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=0.0)
     t0 = time.time()
     for step in range(cfg.ae_steps):
-        specs = [sample_spec(g) for _ in range(cfg.ae_batch)]
-        fields = _batch_fields(specs)
-        pts, target = zip(*(near_surface_points(s, cfg.ae_points, g) for s in specs))
-        pts, target = torch.stack(pts), torch.stack(target)
-        colours = torch.tensor([s.rgb for s in specs])[:, None].expand(-1, cfg.ae_points, -1)
+        fields, pts, target, colours = _reconstruction_batch(cfg, g)
         mean, logvar = ae.encode(fields)
         z = mean + torch.randn(mean.shape, generator=g) * (0.5 * logvar).exp()
-        pred = ae.query(ae.features(z), pts)
-        # Errors near the surface decide the mesh, so they weigh more.
-        near = 1.0 + 4.0 * (target.abs() < 0.5).float()
-        sdf_loss = (near * (pred[..., 0] - target).abs()).mean()
-        rgb_loss = (pred[..., 1:] - colours).abs().mean()
+        sdf_loss, rgb_loss = _reconstruction_losses(ae, z, pts, target, colours, colour_weight=0.0)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         loss = sdf_loss + rgb_loss + cfg.kl_weight * kl
         for group in opt.param_groups:
@@ -127,17 +137,11 @@ def refine_decoder(model: EmbeddedModel, cfg: TrainConfig, log: Log) -> None:
     opt = torch.optim.AdamW(decoder, lr=cfg.decoder_lr, weight_decay=0.0)
     t0 = time.time()
     for step in range(cfg.decoder_steps):
-        specs = [sample_spec(g) for _ in range(cfg.ae_batch)]
-        pts, target = zip(*(near_surface_points(s, cfg.ae_points, g) for s in specs))
-        pts, target = torch.stack(pts), torch.stack(target)
-        colours = torch.tensor([s.rgb for s in specs])[:, None].expand(-1, cfg.ae_points, -1)
+        fields, pts, target, colours = _reconstruction_batch(cfg, g)
         with torch.no_grad():
-            mean, logvar = ae.encode(_batch_fields(specs))
+            mean, logvar = ae.encode(fields)
             z = mean + torch.randn(mean.shape, generator=g) * (0.5 * logvar).exp()
-        pred = ae.query(ae.features(z), pts)
-        near = 1.0 + 4.0 * (target.abs() < 0.5).float()
-        sdf_loss = (near * (pred[..., 0] - target).abs()).mean()
-        rgb_loss = (pred[..., 1:] - colours).abs().mean() + cfg.colour_weight * (pred[..., 1:] - colours).pow(2).mean()
+        sdf_loss, rgb_loss = _reconstruction_losses(ae, z, pts, target, colours, cfg.colour_weight)
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, cfg.decoder_steps, cfg.decoder_lr)
         opt.zero_grad(set_to_none=True)
