@@ -90,8 +90,18 @@ def _setup(args):
     return model, sampler, time.perf_counter() - t0
 
 
-def _progress(fraction: float, message: str) -> None:
-    print(f"\r[{fraction * 100:5.1f}%] {message:<60}", end="", file=sys.stderr, flush=True)
+class _Progress:
+    """One redrawn line on a terminal; a line per 10% when stderr is a log file or pipe."""
+
+    def __init__(self) -> None:
+        self.last = -1.0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if sys.stderr.isatty():
+            print(f"\r[{fraction * 100:5.1f}%] {message:<60}", end="", file=sys.stderr, flush=True)
+        elif fraction >= self.last + 0.1 or (fraction >= 1.0 > self.last):
+            self.last = fraction
+            print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
 
 def _write_assets(assets, out: Path, formats: list[str]) -> list[dict]:
@@ -125,7 +135,7 @@ def cmd_generate(args) -> int:
     prompt = parse_prompt(args.prompt).text  # validate before anything is loaded or written
     model, sampler, load_s = _setup(args)
     seeds = [args.seed + i for i in range(args.count)]
-    result = generate(model, [args.prompt] * args.count, seeds, sampler, args.batch_size, progress=_progress)
+    result = generate(model, [args.prompt] * args.count, seeds, sampler, args.batch_size, progress=_Progress())
     print(file=sys.stderr)
     t0 = time.perf_counter()
     records = _write_assets(result.assets, args.out, args.format or ["glb"])
@@ -167,7 +177,7 @@ def cmd_demo(args) -> int:
     model, sampler, load_s = _setup(args)
     prompts = [p for p in prompt_list for _ in range(args.count)]
     seeds = [args.seed + i for _ in prompt_list for i in range(args.count)]
-    result = generate(model, prompts, seeds, sampler, args.batch_size, progress=_progress)
+    result = generate(model, prompts, seeds, sampler, args.batch_size, progress=_Progress())
     print(file=sys.stderr)
     records = _write_assets(result.assets, args.out, ["glb"])
     t0 = time.perf_counter()
