@@ -224,6 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except RuntimeError as exc:  # missing weights, Cycles unavailable, ...
+    except (RuntimeError, OSError) as exc:  # missing weights, Cycles unavailable, unwritable --out, ...
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -27,10 +27,11 @@ Shape (:func:`classify_shape`), on the largest connected piece of the mesh:
      axis: ~0 for a surface of revolution, large when the side normals bunch into four
      directions (cube, pyramid).
 
-Feature ranges on ground truth (32^3 and 48^3, clean and with tsdf noise 0.05, also arbitrary
-rotations; 1920 meshes): radial CV spheres <= 0.017 vs others >= 0.09; taper cone/pyramid
-<= 0.39 vs cube/cylinder >= 0.94; squareness cylinder/cone <= 0.14 vs cube/pyramid >= 0.28;
-winding number 0.00 for every torus and 1.00 for everything else. Thresholds sit in the gaps.
+Feature ranges on ground truth (32^3: clean, tsdf noise 0.05, and noise with arbitrary
+rotations; 1152 meshes): smoothed radial CV spheres <= 0.012 vs others >= 0.077; taper
+cone/pyramid <= 0.39 vs cube/cylinder >= 0.94; squareness cylinder/cone <= 0.14 vs
+cube/pyramid >= 0.28; winding number 0.00 for every torus and 1.00 for everything else.
+Thresholds sit in the gaps.
 
 Colour (:func:`classify_colour`): the area-weighted mean vertex colour, averaged in linear light,
 is matched to the nearest palette entry by CIEDE2000 distance in CIELAB.
@@ -87,9 +88,9 @@ FACET_SEEDS = 800
 # A sheet or a sliver encloses almost no volume; ground truth never goes below 0.1 (flat
 # pyramids with noise), so below this the mesh is no solid of our grammar.
 MIN_SPHERICITY = 0.02
-# Decision thresholds sit between the ranges measured on ground truth at 32^3 and 48^3, clean
-# and with tsdf noise 0.05 (see the module docstring), roughly at their geometric middle:
-SPHERE_MAX_RADIAL_CV = 0.04  # spheres <= 0.017, every other family >= 0.09
+# Decision thresholds sit between the ranges measured on ground truth at 32^3, clean and with
+# tsdf noise 0.05 (see the module docstring), roughly at their geometric middle:
+SPHERE_MAX_RADIAL_CV = 0.04  # spheres <= 0.012, every other family >= 0.077
 TAPER_END_FRACTION = 0.2
 TAPERED_MAX = 0.6  # cone/pyramid <= 0.39, cube/cylinder >= 0.94
 SQUARE_MIN = 0.2  # cylinder/cone <= 0.14, cube/pyramid >= 0.28

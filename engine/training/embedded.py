@@ -4,7 +4,7 @@
 2. latent diffusion (v-prediction, classifier-free dropout of prompt slots) on a fixed set of
    encoded shapes, ending with the EMA weights;
 3. decoder refinement against the frozen encoder (sharper colours; latents unchanged);
-4. a second cosine cycle of diffusion training.
+4. two more cosine cycles of diffusion training.
 
 Everything is seeded from one integer and every stage has its own generator; on the same machine
 and thread count the run is reproducible. Defaults are sized for 2 CPU cores (figures in README).
@@ -51,7 +51,8 @@ class TrainConfig:
     decoder_steps: int = 1500
     decoder_lr: float = 1e-3
     colour_weight: float = 20.0
-    # Stage 4: a second cosine cycle of diffusion training from the stage-2 EMA weights.
+    # Stage 4: further cosine cycles of diffusion training, each from the previous EMA weights.
+    diffusion_extra_cycles: int = 2
     diffusion_extra_steps: int = 4000
     diffusion_extra_lr: float = 4e-4
 
@@ -228,7 +229,8 @@ def train_embedded(cfg: TrainConfig, out_dir: str | os.PathLike, log: Log = prin
         log(f"latent std {model.config.scaling_factor:.4f}")
         train_diffusion(model, latents / model.config.scaling_factor, ids, cfg, log, cfg.diffusion_steps, cfg.diffusion_lr, 2)
     refine_decoder(model, cfg, log)
-    train_diffusion(model, latents / model.config.scaling_factor, ids, cfg, log, cfg.diffusion_extra_steps, cfg.diffusion_extra_lr, 4)
+    for cycle in range(cfg.diffusion_extra_cycles):
+        train_diffusion(model, latents / model.config.scaling_factor, ids, cfg, log, cfg.diffusion_extra_steps, cfg.diffusion_extra_lr, 4 + cycle)
     save_weights(model, out_dir, {"train_config": json.dumps(asdict(cfg)), "seconds": round(time.time() - start)})
     log(f"saved to {out_dir} after {time.time() - start:.0f}s")
     return model

@@ -30,6 +30,14 @@ def test_word_outside_vocabulary_exits_2_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["generate", "--prompt", "a red cube", "--count", "1", "--out", str(blocker / "sub")]) == 1
+    assert "error:" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+
+
 def test_bad_option_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["generate", "--prompt", "a red cube", "--count", "0", "--out", str(tmp_path)])
