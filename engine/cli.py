@@ -85,8 +85,7 @@ def _setup(args):
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = load_model("embedded", device=args.device)
-    guidance = model.default_guidance if args.guidance is None else args.guidance
-    sampler = SamplerConfig(steps=args.steps, guidance=guidance, scheduler=args.scheduler, eta=args.eta)
+    sampler = SamplerConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, eta=args.eta).for_model(model)
     return model, sampler, time.perf_counter() - t0
 
 

@@ -40,7 +40,7 @@ def main() -> None:
     model = load_model("embedded")
     prompts = [p.text for p in all_colour_shape_prompts() for _ in range(args.seeds)]
     seeds = [args.first_seed + i for _ in all_colour_shape_prompts() for i in range(args.seeds)]
-    sampler = SamplerConfig(steps=args.steps, guidance=args.guidance, eta=args.eta)
+    sampler = SamplerConfig(steps=args.steps, guidance=args.guidance, eta=args.eta).for_model(model)
     t0 = time.perf_counter()
     result = generate(model, prompts, seeds, sampler)
     gen_s = time.perf_counter() - t0
@@ -52,7 +52,7 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python scripts/evaluate_embedded.py --seeds {args.seeds}` "
         f"({len(reports)} assets: 48 colour x shape prompts x {args.seeds} seeds from {args.first_seed}; "
-        f"{args.steps} DDIM steps, guidance {args.guidance or model.default_guidance}).",
+        f"{args.steps} DDIM steps, guidance {sampler.guidance}).",
         "",
         f"- shape accuracy: **{shapes.accuracy * 100:.1f}%** ({shapes.correct}/{shapes.total})",
         f"- colour accuracy: **{colours.accuracy * 100:.1f}%** ({colours.correct}/{colours.total})",

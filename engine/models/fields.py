@@ -24,10 +24,6 @@ class SDFGrid:
     def __len__(self) -> int:
         return int(self.grid.shape[0])
 
-    @property
-    def resolution(self) -> int:
-        return int(self.grid.shape[-1])
-
     @cached_property
     def _lookup_volume(self) -> torch.Tensor:
         """(B, 7, D, H, W): the grid plus its central-difference gradient, built once per field."""

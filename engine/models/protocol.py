@@ -54,11 +54,6 @@ class PromptEmbeds:
         pooled = None if items[0].pooled is None else torch.cat([i.pooled for i in items])
         return PromptEmbeds(torch.cat([i.hidden for i in items]), pooled)
 
-    def repeat(self, n: int) -> "PromptEmbeds":
-        """Each row repeated ``n`` times consecutively (B*n rows)."""
-        pooled = None if self.pooled is None else self.pooled.repeat_interleave(n, 0)
-        return PromptEmbeds(self.hidden.repeat_interleave(n, 0), pooled)
-
     def to(self, device) -> "PromptEmbeds":
         return PromptEmbeds(self.hidden.to(device), None if self.pooled is None else self.pooled.to(device))
 

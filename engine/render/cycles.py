@@ -107,15 +107,6 @@ def _import_bpy():
     return bpy
 
 
-def cycles_available() -> bool:
-    """Whether ``bpy`` imports (without raising)."""
-    try:
-        _import_bpy()
-    except CyclesUnavailable:
-        return False
-    return True
-
-
 def render_meshes_cycles(meshes: Sequence, cameras: Cameras, config: CyclesConfig = CyclesConfig()) -> CyclesOutput:
     """Render each of B meshes from each of the V ``cameras`` with Cycles: images (B, V, C, R, R)."""
     bpy = _import_bpy()

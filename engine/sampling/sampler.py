@@ -42,6 +42,10 @@ class SamplerConfig:
             raise ValueError("steps must be in 1..1000")
         if self.guidance is not None and (self.guidance < 0 or not math.isfinite(self.guidance)):
             raise ValueError("guidance must be a finite number >= 0")
+
+    def for_model(self, model: DiffusionModel) -> "SamplerConfig":
+        """This config with ``guidance`` filled in from the model when it was left as None."""
+        return self if self.guidance is not None else dataclasses.replace(self, guidance=model.default_guidance)
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError("eta must be in [0, 1]")
 
@@ -158,8 +162,7 @@ def sample(
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if not prompts:
         raise ValueError("nothing to sample: empty prompt list")
-    if config.guidance is None:
-        config = dataclasses.replace(config, guidance=model.default_guidance)
+    config = config.for_model(model)
     cond = model.encode_prompts(prompts)
     uncond = model.unconditional_embeds(len(prompts))
     device = cond.hidden.device
