@@ -2,8 +2,12 @@
 
     vocabulary                      print the embedded model's grammar and every word
     generate --prompt P --out DIR   sample assets, write one mesh per asset and manifest.json
-    demo --out DIR                  generate a set of assets, render them with Cycles, write the
-                                    meshes, a contact sheet PNG and manifest.json
+    demo --out DIR                  the main job: generate a set of assets, finetune the model on a
+                                    built-in reward with Nabla-R2D3, regenerate the same seeds, and
+                                    write meshes, Cycles before/after contact sheet, reward curve,
+                                    adapter and manifest.json
+    rewards                         list the rewards and their options
+    align --reward R --out DIR      finetune a LoRA adapter toward a reward (nabla, ddpo, refl, draft)
 
 Exit codes: 0 success, 1 runtime failure (message on stderr), 2 bad input (prompt outside the
 vocabulary, bad option), 130 interrupted. Bad input is rejected before any file is written.
@@ -28,6 +32,12 @@ DEMO_PROMPTS = (
     "a tall white cylinder",
     "a small black cube",
 )
+
+
+DEMO_ALIGN_ROUNDS = 24
+# The demo's alignment settings: small renders and few transitions per trajectory keep a round near
+# 4 s on 2 CPU cores (docs/alignment.md has the measurements).
+DEMO_ALIGN_EXTRA = {"render": {"resolution": 24, "samples": 24}, "subsample": 0.2, "micro_batch": 2}
 
 
 def _positive_int(text: str) -> int:
@@ -58,16 +68,47 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--count", type=_positive_int, default=4)
     gen.add_argument("--out", required=True, type=Path)
     gen.add_argument("--format", choices=("glb", "ply", "obj"), action="append", help="repeatable (default glb)")
+    gen.add_argument("--adapter", type=Path, help="a LoRA adapter folder written by `align`")
+    gen.add_argument("--adapter-weight", type=float, default=1.0, help="blend weight of the adapter (default 1)")
     _add_sampling_options(gen)
 
-    demo = sub.add_parser("demo", help="generate, render with Cycles, write meshes and a contact sheet")
+    demo = sub.add_parser("demo", help="generate, align, regenerate; meshes, before/after sheet, report")
     demo.add_argument("--out", required=True, type=Path)
     demo.add_argument("--prompt", action="append", help=f"repeatable (default: {len(DEMO_PROMPTS)} prompts)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--count", type=_positive_int, default=1, help="assets per prompt")
     demo.add_argument("--resolution", type=_positive_int, default=192, help="Cycles image size in pixels")
     demo.add_argument("--samples", type=_positive_int, default=16, help="Cycles samples per pixel")
+    demo.add_argument("--align-reward", default="palette", help="reward of the alignment stage (see `rewards`)")
+    demo.add_argument("--align-option", action="append", default=None, metavar="REWARD.OPTION=VALUE",
+                      help="reward option, repeatable (default: palette.palette=#ff8800, an orange palette)")
+    demo.add_argument("--align-steps", type=int, default=DEMO_ALIGN_ROUNDS,
+                      help=f"alignment rounds (default {DEMO_ALIGN_ROUNDS}; 0 skips alignment)")
     _add_sampling_options(demo)
+
+    sub.add_parser("rewards", help="list the rewards and their options")
+
+    al = sub.add_parser("align", help="finetune the model toward a reward with LoRA")
+    al.add_argument("--reward", required=True, help="a reward name or a weighted sum, e.g. '0.5*dnc + palette'")
+    al.add_argument("--option", action="append", default=[], metavar="REWARD.OPTION=VALUE",
+                    help="reward option, repeatable (e.g. palette.palette=#ff8800); see `rewards`")
+    al.add_argument("--method", choices=("nabla", "ddpo", "refl", "draft"), default="nabla")
+    al.add_argument("--steps", type=_positive_int, default=30, help="sampling rounds (default 30)")
+    al.add_argument("--out", required=True, type=Path)
+    al.add_argument("--prompt", action="append", help="training prompt, repeatable (default: 4 prompts)")
+    al.add_argument("--eval-seeds", type=_positive_int, default=2, help="held-out seeds per prompt for before/after")
+    al.add_argument("--beta", type=float, help="reward scale (default: per reward)")
+    al.add_argument("--trust-region", type=float, help="lambda, the pull toward the previous policy")
+    al.add_argument("--lr", type=float, help="learning rate")
+    al.add_argument("--rank", type=_positive_int, help="LoRA rank")
+    al.add_argument("--trajectories", type=_positive_int, help="trajectories sampled per round")
+    al.add_argument("--views", type=_positive_int, default=4, help="rendered views per asset for the reward")
+    al.add_argument("--resolution", type=_positive_int, default=32, help="reward render size in pixels")
+    al.add_argument("--sampling-steps", type=_positive_int, default=20, help="sampler steps of each trajectory")
+    al.add_argument("--seed", type=int, default=0)
+    al.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    al.add_argument("--device", default="cpu")
+    al.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     return parser
 
 
@@ -133,6 +174,10 @@ def cmd_generate(args) -> int:
 
     prompt = parse_prompt(args.prompt).text  # validate before anything is loaded or written
     model, sampler, load_s = _setup(args)
+    if args.adapter is not None:
+        from .align.lora import load_adapter
+
+        load_adapter(model, args.adapter, args.adapter_weight)
     seeds = [args.seed + i for i in range(args.count)]
     result = generate(model, [args.prompt] * args.count, seeds, sampler, args.batch_size, progress=_Progress())
     print(file=sys.stderr)
@@ -147,6 +192,7 @@ def cmd_generate(args) -> int:
         "seed": args.seed,
         "count": args.count,
         "sampler": asdict(sampler),
+        "adapter": None if args.adapter is None else {"path": str(args.adapter), "weight": args.adapter_weight},
         "assets": records,
         "timings": {
             "load_s": round(load_s, 3),
@@ -169,39 +215,104 @@ def cmd_demo(args) -> int:
     from .pipeline import generate
     from .render.cameras import OrbitConfig, orbit_cameras
     from .render.cycles import CyclesConfig, render_meshes_cycles
+    from .rewards.registry import build_reward_expression, parse_option_assignments
 
     prompt_list = args.prompt or list(DEMO_PROMPTS)
     for p in prompt_list:
         parse_prompt(p)
+    align_options = parse_option_assignments(args.align_option if args.align_option is not None else ["palette.palette=#ff8800"])
+    if args.align_steps < 0:
+        raise ValueError("--align-steps must be >= 0")
+    if args.align_steps:
+        build_reward_expression(args.align_reward, align_options)  # bad reward: exit 2 before any work
     model, sampler, load_s = _setup(args)
     prompts = [p for p in prompt_list for _ in range(args.count)]
     seeds = [args.seed + i for _ in prompt_list for i in range(args.count)]
-    result = generate(model, prompts, seeds, sampler, args.batch_size, progress=_Progress())
-    print(file=sys.stderr)
-    records = _write_assets(result.assets, args.out, ["glb"])
-    t0 = time.perf_counter()
     cams = orbit_cameras(OrbitConfig(views=1, azimuth_offset=35.0, elevation=25.0))
-    renders = render_meshes_cycles([a.mesh for a in result.assets], cams, CyclesConfig(resolution=args.resolution, samples=args.samples))
-    render_s = time.perf_counter() - t0
-    labels = [f"{a.prompt} #{a.seed}" for a in result.assets]
-    sheet = contact_sheet([r[0] for r in renders.rgb], labels, columns=min(4, len(labels)))
+    cycles = CyclesConfig(resolution=args.resolution, samples=args.samples)
+    timings = {"load_s": round(load_s, 3)}
+
+    def generate_and_render(folder: str, stage: str):
+        result = generate(model, prompts, seeds, sampler, args.batch_size, progress=_Progress())
+        print(file=sys.stderr)
+        records = _write_assets(result.assets, args.out / folder, ["glb"])
+        for r in records:
+            r["file"] = f"{folder}/{r['file']}"
+        t0 = time.perf_counter()
+        renders = render_meshes_cycles([a.mesh for a in result.assets], cams, cycles)
+        timings[f"{stage}_sample_s"] = round(result.timings.sample_s, 3)
+        timings[f"{stage}_mesh_s"] = round(result.timings.mesh_s, 3)
+        timings[f"{stage}_cycles_s"] = round(time.perf_counter() - t0, 3)
+        return records, [r[0] for r in renders.rgb]
+
+    print("generating with the base model", file=sys.stderr)
+    base_records, base_images = generate_and_render("base", "base")
+    labels = [f"{p} #{s}" for p, s in zip(prompts, seeds)]
+    manifest = {"model": model.name, "sampler": asdict(sampler), "assets": base_records, "contact_sheet": "contact_sheet.png"}
+    images, sheet_labels = base_images, labels
+    if args.align_steps:
+        from .align.job import run_alignment
+
+        print(f"aligning with Nabla-R2D3 on '{args.align_reward}' for {args.align_steps} rounds", file=sys.stderr)
+        t0 = time.perf_counter()
+        report = run_alignment(
+            {"out_dir": str(args.out / "align"), "reward": args.align_reward, "reward_options": align_options,
+             "method": "nabla", "steps": args.align_steps, "prompts": sorted(set(prompts)), "eval_seeds": 1,
+             "seed": args.seed, "resume": False, "extra": DEMO_ALIGN_EXTRA},
+            progress=_Progress(), model=model)
+        print(file=sys.stderr)
+        timings["align_s"] = round(time.perf_counter() - t0, 3)
+        print("regenerating the same seeds with the finetuned model", file=sys.stderr)
+        aligned_records, aligned_images = generate_and_render("aligned", "aligned")
+        manifest["aligned_assets"] = aligned_records
+        manifest["alignment"] = {
+            "reward": report["reward"], "method": report["method"], "rounds": report["rounds"],
+            "reward_before": report["reward_before"], "reward_after": report["reward_after"],
+            "seconds_per_round": report["seconds_per_round"], "adapter": "align/adapter",
+            "reward_curve": "align/reward_curve.png", "report": "align/report.json",
+        }
+        images = base_images + aligned_images
+        sheet_labels = [f"base: {l}" for l in labels] + [f"aligned: {l}" for l in labels]
+    sheet = contact_sheet(images, sheet_labels, columns=len(base_images) if args.align_steps else min(4, len(labels)))
     save_png(sheet, args.out / "contact_sheet.png")
-    write_json(
-        args.out / "manifest.json",
-        {
-            "model": model.name,
-            "sampler": asdict(sampler),
-            "assets": records,
-            "contact_sheet": "contact_sheet.png",
-            "timings": {
-                "load_s": round(load_s, 3),
-                "sample_s": round(result.timings.sample_s, 3),
-                "mesh_s": round(result.timings.mesh_s, 3),
-                "cycles_s": round(render_s, 3),
-            },
-        },
-    )
-    print(f"wrote {len(records)} meshes and contact_sheet.png to {args.out}")
+    manifest["timings"] = timings
+    write_json(args.out / "manifest.json", manifest)
+    done = f"wrote {len(base_records)} base meshes"
+    if args.align_steps:
+        a = manifest["alignment"]
+        done += (f", {len(base_records)} aligned meshes (held-out reward {a['reward_before']['mean']:.3f} -> "
+                 f"{a['reward_after']['mean']:.3f})")
+    print(f"{done} and contact_sheet.png to {args.out}")
+    return 0
+
+
+def cmd_align(args) -> int:
+    import torch
+
+    from .align.job import run_alignment
+    from .rewards.registry import build_reward_expression, parse_option_assignments
+
+    prompts = args.prompt or None
+    for p in prompts or []:
+        parse_prompt(p)
+    options = parse_option_assignments(args.option)
+    build_reward_expression(args.reward, options)  # bad reward or option: exit 2 before any work
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    params = {"out_dir": str(args.out), "reward": args.reward, "reward_options": options, "method": args.method,
+              "steps": args.steps, "eval_seeds": args.eval_seeds, "seed": args.seed, "device": args.device,
+              "resume": not args.no_resume, "beta": args.beta, "trust_region": args.trust_region, "lr": args.lr,
+              "lora_rank": args.rank, "trajectories": args.trajectories,
+              "extra": {"orbit": {"views": args.views, "random_azimuth": True, "elevation_jitter": 5.0},
+                        "render": {"resolution": args.resolution, "samples": args.resolution},
+                        "sampler": {"steps": args.sampling_steps}}}
+    if prompts:
+        params["prompts"] = prompts
+    report = run_alignment(params, progress=_Progress())
+    print(file=sys.stderr)
+    before, after = report["reward_before"], report["reward_after"]
+    print(f"{report['method']} on {report['reward']}: held-out reward {before['mean']:.4f} ± {before['std']:.4f} -> "
+          f"{after['mean']:.4f} ± {after['std']:.4f} ({report['seconds_per_round']:.1f} s per round); wrote {args.out}")
     return 0
 
 
@@ -211,8 +322,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "vocabulary":
             print(vocabulary_text())
             return 0
+        if args.command == "rewards":
+            from .rewards.registry import format_reward_list
+
+            print(format_reward_list())
+            return 0
         if args.command == "generate":
             return cmd_generate(args)
+        if args.command == "align":
+            return cmd_align(args)
         return cmd_demo(args)
     except PromptError as exc:
         print(f"error: {exc}", file=sys.stderr)

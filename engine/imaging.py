@@ -40,3 +40,62 @@ def contact_sheet(images: list, labels: list[str] | None = None, columns: int = 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write a PNG atomically."""
     return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+PLOT_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def line_plot(series: dict[str, list[tuple[float, float]]], title: str = "", xlabel: str = "", ylabel: str = "",
+              size: tuple[int, int] = (640, 400), bands: dict[str, list[tuple[float, float, float]]] | None = None) -> Image.Image:
+    """A small line chart: ``series`` maps a legend label to (x, y) points; ``bands`` (optional) maps
+    a label to (x, low, high) points drawn as a shaded range behind its line.
+
+    Drawn with PIL rather than matplotlib so the engine (and the Blender worker) stays free of a
+    plotting dependency for the one chart type it needs.
+    """
+    pts = [p for s in series.values() for p in s] + [(x, y) for b in (bands or {}).values() for x, lo, hi in b for y in (lo, hi)]
+    finite = [(x, y) for x, y in pts if np.isfinite(x) and np.isfinite(y)]
+    if not finite:
+        raise ValueError("line_plot needs at least one finite point")
+    w, h = size
+    left, right, top, bottom = 70, 20, 30, 50
+    xs, ys = [p[0] for p in finite], [p[1] for p in finite]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    pad = (y1 - y0) * 0.05 or max(abs(y0) * 0.05, 1e-3)
+    y0, y1 = y0 - pad, y1 + pad
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return left + (x - x0) / (x1 - x0) * (w - left - right), top + (y1 - y) / (y1 - y0) * (h - top - bottom)
+
+    d.rectangle([left, top, w - right, h - bottom], outline="black")
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        _, yy = px(x0, yv)
+        d.line([left - 4, yy, left, yy], fill="black")
+        d.text((4, yy - 6), f"{yv:.4g}", fill="black", font=font)
+        xv = x0 + (x1 - x0) * i / 4
+        xx, _ = px(xv, y0)
+        d.line([xx, h - bottom, xx, h - bottom + 4], fill="black")
+        d.text((xx - 10, h - bottom + 6), f"{xv:.4g}", fill="black", font=font)
+    d.text((w / 2 - 3 * len(xlabel), h - 18), xlabel, fill="black", font=font)
+    d.text((left, 8), f"{title}    {ylabel}" if ylabel else title, fill="black", font=font)
+    for i, (label, points) in enumerate(series.items()):
+        colour = PLOT_COLOURS[i % len(PLOT_COLOURS)]
+        band = (bands or {}).get(label)
+        if band:
+            poly = [px(x, hi) for x, _, hi in band] + [px(x, lo) for x, lo, _ in reversed(band)]
+            rgb = tuple(int(colour[j:j + 2], 16) for j in (1, 3, 5))
+            d.polygon(poly, fill=tuple(int(255 - (255 - c) * 0.25) for c in rgb))
+        line = [px(x, y) for x, y in points if np.isfinite(x) and np.isfinite(y)]
+        if len(line) > 1:
+            d.line(line, fill=colour, width=2)
+        elif line:
+            d.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=colour)
+        d.text((w - right - 150, top + 6 + 14 * i), f"— {label}", fill=colour, font=font)
+    return img

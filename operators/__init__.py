@@ -1,21 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Operators of the add-on (minimal for now; the Blender-layer issue adds generation and training)."""
-import bpy
+"""Operators of the add-on: generate, align, job control, adapters, vocabulary."""
+from . import adapters, align, generate, jobs, vocabulary
+from .vocabulary import NABLA_R2D3_OT_show_vocabulary
 
-from ..engine.data import grammar
+classes = (
+    *vocabulary.classes,
+    *generate.classes,
+    *align.classes,
+    *jobs.classes,
+    *adapters.classes,
+)
 
-
-class NABLA_R2D3_OT_show_vocabulary(bpy.types.Operator):
-    """Report the prompt vocabulary of the embedded model"""
-
-    bl_idname = "nabla_r2d3.show_vocabulary"
-    bl_label = "Show Vocabulary"
-    bl_options = {'REGISTER'}
-
-    def execute(self, context):
-        for line in grammar.vocabulary_text().splitlines():
-            self.report({'INFO'}, line)
-        return {'FINISHED'}
-
-
-classes = (NABLA_R2D3_OT_show_vocabulary,)
+__all__ = ["classes", "NABLA_R2D3_OT_show_vocabulary"]

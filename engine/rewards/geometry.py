@@ -19,6 +19,8 @@ class DepthNormalConsistency(Reward):
     name = "dnc"
 
     def __init__(self, alpha_threshold: float = 0.5):
+        if not 0.0 <= alpha_threshold < 1.0:
+            raise ValueError(f"alpha_threshold must be in [0, 1), got {alpha_threshold!r}")
         self.alpha_threshold = alpha_threshold
 
     def score_views(self, renders: RenderOutput, prompts: list[str]) -> torch.Tensor:

@@ -42,12 +42,12 @@ class SamplerConfig:
             raise ValueError("steps must be in 1..1000")
         if self.guidance is not None and (self.guidance < 0 or not math.isfinite(self.guidance)):
             raise ValueError("guidance must be a finite number >= 0")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError("eta must be in [0, 1]")
 
     def for_model(self, model: DiffusionModel) -> "SamplerConfig":
         """This config with ``guidance`` filled in from the model when it was left as None."""
         return self if self.guidance is not None else dataclasses.replace(self, guidance=model.default_guidance)
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError("eta must be in [0, 1]")
 
 
 @dataclass
@@ -92,6 +92,29 @@ def _alpha_prod(scheduler, t: int) -> torch.Tensor:
     if t >= 0:
         return scheduler.alphas_cumprod[t]
     return getattr(scheduler, "final_alpha_cumprod", torch.tensor(1.0))
+
+
+def predict_clean(
+    scheduler, prediction_type: str, model_output: torch.Tensor, t: int, x: torch.Tensor
+) -> torch.Tensor:
+    """One-step clean prediction x0_hat (B, *L) from a denoiser output at timestep ``t``.
+
+    Differentiable in both ``model_output`` and ``x`` (the aligner takes reward gradients through it).
+    """
+    a = _alpha_prod(scheduler, int(t)).to(x.device)
+    sa, sb = a.sqrt().to(x.dtype), (1 - a).sqrt().to(x.dtype)
+    if prediction_type == "epsilon":
+        return (x - sb * model_output) / sa
+    if prediction_type == "v_prediction":
+        return sa * x - sb * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise ValueError(f"unknown prediction type {prediction_type!r}")
+
+
+def alpha_bar(scheduler, t: int) -> float:
+    """Cumulative alpha at timestep ``t`` (t < 0: the scheduler's final alpha, 1 for most)."""
+    return float(_alpha_prod(scheduler, int(t)))
 
 
 def transition(

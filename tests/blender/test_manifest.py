@@ -5,42 +5,18 @@ The tool is ``bpy/<version>/scripts/addons_core/bl_pkg/cli/blender_ext.py``; it 
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+# One place finds Blender's tool: the build script uses the same helpers.
+from scripts.build_extension import BLENDER_EXT, ROOT, VALID_TAGS, blender_ext, build_lite
 
 
-def _bpy_scripts_dir() -> Path:
-    # find_spec on a top-level name locates the package without importing (initialising) bpy.
-    spec = importlib.util.find_spec("bpy")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the bpy wheel is not installed (it is pinned in requirements.txt)")
-    bpy_dir = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(bpy_dir.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
-    if not found:
-        pytest.fail(f"blender_ext.py not found under {bpy_dir}/<version>/scripts/addons_core/bl_pkg/cli/")
-    return found[-1].parents[3]  # .../bpy/<version>/scripts
-
-
-SCRIPTS = _bpy_scripts_dir()
-BLENDER_EXT = SCRIPTS / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
-VALID_TAGS = SCRIPTS / "modules" / "_bpy_internal" / "extensions" / "tags.py"
-
-
-def blender_ext(*args: str | Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(BLENDER_EXT), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-
-
-def validate(path: Path) -> subprocess.CompletedProcess:
+def validate(path: Path):
     return blender_ext("validate", "--valid-tags", VALID_TAGS, path)
 
 
@@ -98,15 +74,19 @@ def test_control_copy_of_manifest_passes(tmp_path):
 
 
 def test_build_packages_addon_and_excludes_dev_files(tmp_path):
-    result = blender_ext(
-        "build", "--source-dir", ROOT, "--output-dir", tmp_path, "--valid-tags", VALID_TAGS
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    (archive,) = tmp_path.glob("nabla_r2d3-*.zip")
+    archive = build_lite(tmp_path)
     names = zipfile.ZipFile(archive).namelist()
     for required in ("blender_manifest.toml", "__init__.py", "operators/__init__.py",
-                     "panels/__init__.py", "engine/__init__.py", "engine/data/grammar.py"):
+                     "panels/__init__.py", "engine/__init__.py", "engine/data/grammar.py",
+                     "engine/models/embedded/weights/model.safetensors",
+                     "engine/models/embedded/weights/config.json", "requirements.txt"):
         assert required in names, required
-    excluded_prefixes = (".venv/", ".git/", ".ci/", "tests/", "scripts/", "docs/", "out/", "runs/")
+    # The whole engine ships (the worker runs it), weights of every model and reward included.
+    engine_files = {p.relative_to(ROOT).as_posix() for p in (ROOT / "engine").rglob("*") if p.is_file()}
+    engine_files = {f for f in engine_files  # less what the patterns drop: caches, hidden files
+                    if "__pycache__" not in f.split("/") and not any(part.startswith(".") for part in f.split("/"))}
+    assert engine_files <= set(names), sorted(engine_files - set(names))
+    excluded_prefixes = (".venv/", ".git/", ".ci/", ".pytest_cache/", "tests/", "scripts/", "docs/", "out/",
+                         "runs/", "dist/", "wheels/")
     leaked = [n for n in names if n.startswith(excluded_prefixes) or "__pycache__/" in n or n.endswith(".pyc")]
     assert not leaked, leaked

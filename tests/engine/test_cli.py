@@ -62,13 +62,19 @@ def test_demo_writes_meshes_contact_sheet_and_manifest(tmp_path):
     from PIL import Image
 
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--prompt", "a red cube", "--prompt", "a blue torus", "--resolution", "48", "--samples", "4"])
+    code = main(["demo", "--out", str(out), "--prompt", "a red cube", "--prompt", "a blue torus", "--resolution", "48",
+                 "--samples", "4", "--steps", "6", "--align-steps", "1"])
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [a["prompt"] for a in manifest["assets"]] == ["a red cube", "a blue torus"]
-    assert manifest["timings"]["cycles_s"] > 0
+    assert [a["prompt"] for a in manifest["aligned_assets"]] == ["a red cube", "a blue torus"]
+    assert all((out / a["file"]).is_file() for a in manifest["assets"] + manifest["aligned_assets"])
+    assert manifest["timings"]["base_cycles_s"] > 0 and manifest["timings"]["align_s"] > 0
+    assert manifest["alignment"]["rounds"] == 1
+    for key in ("adapter", "reward_curve", "report"):
+        assert (out / manifest["alignment"][key]).exists()
     sheet = Image.open(out / manifest["contact_sheet"])
-    assert sheet.size[0] == 2 * 48
+    assert sheet.size[0] == 2 * 48 and sheet.size[1] > 2 * 48  # base row over aligned row
     pixels = sheet.convert("RGB").load()
     # The red cube's tile is not blank: some pixel is clearly red.
     assert any(pixels[x, y][0] > 150 and pixels[x, y][1] < 90 for x in range(48) for y in range(48))

@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Which Python runs the engine worker, and the environment it starts with.
+
+The engine needs torch; Blender's bundled Python usually lacks it. The "Engine Python" preference
+names an interpreter that has it (e.g. the project's ``.venv/bin/python``). Left empty, Blender's own
+``sys.executable`` is used if it can import torch (the extension's wheels installed). Whether an
+interpreter has torch is checked once per interpreter file (a ~0.1 s subprocess that locates torch
+without importing it) and cached; panels only read the cache, they never start a process.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import bpy
+
+ADDON_ROOT = Path(__file__).resolve().parents[1]  # the extension's root folder: holds engine/
+_CHECK = (
+    "import importlib.util, sys; "
+    "missing = [m for m in ('torch', 'numpy') if importlib.util.find_spec(m) is None]; "
+    "print(' '.join(missing)); sys.exit(3 if missing else 0)"
+)
+# (real path, mtime_ns) -> (ok, detail). mtime: a venv rebuilt in place is checked again.
+_cache: dict[tuple[str, int], tuple[bool, str]] = {}
+
+
+class EnginePythonError(RuntimeError):
+    """No usable Python to run the engine; the message says what to set."""
+
+
+def _key(python: str) -> tuple[str, int] | None:
+    try:
+        real = os.path.realpath(python)
+        return real, os.stat(real).st_mtime_ns
+    except OSError:
+        return None
+
+
+def check_python(python: str, timeout: float = 60.0, refresh: bool = False) -> tuple[bool, str]:
+    """``(ok, detail)``: whether ``python`` runs and can locate torch and numpy. Cached per file."""
+    key = _key(python)
+    if key is None:
+        return False, f"{python} does not exist"
+    if not refresh and key in _cache:
+        return _cache[key]
+    env = dict(os.environ)
+    env.update(_site_packages_env(python))
+    try:
+        proc = subprocess.run([python, "-c", _CHECK], capture_output=True, text=True, timeout=timeout, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        result = (False, f"{python} cannot run: {exc}")
+    else:
+        if proc.returncode == 0:
+            result = (True, "torch found")
+        elif proc.returncode == 3:
+            result = (False, f"{python} cannot import {proc.stdout.strip()}")
+        else:
+            result = (False, f"{python} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    _cache[key] = result
+    return result
+
+
+def cached_status(python: str) -> tuple[bool, str] | None:
+    key = _key(python)
+    return _cache.get(key) if key else None
+
+
+def _configured(prefs) -> str:
+    return bpy.path.abspath(prefs.engine_python).strip() if prefs.engine_python.strip() else ""
+
+
+def resolve(prefs, refresh: bool = False) -> str:
+    """The interpreter to run the worker with, or :class:`EnginePythonError` saying what to set."""
+    configured = _configured(prefs)
+    if configured:
+        if not os.path.isfile(configured):
+            raise EnginePythonError(f"Engine Python {configured!r} does not exist: fix it in the add-on preferences")
+        ok, detail = check_python(configured, refresh=refresh)
+        if not ok:
+            raise EnginePythonError(f"Engine Python is not usable ({detail}): point it at a Python with torch")
+        return configured
+    ok, detail = check_python(sys.executable, refresh=refresh)
+    if not ok:
+        raise EnginePythonError(
+            f"Blender's own Python cannot run the engine ({detail}). Set Preferences > Add-ons > "
+            "Nabla-R2D3 > Engine Python to a Python with torch (e.g. the project's .venv/bin/python)"
+        )
+    return sys.executable
+
+
+def resolve_quiet(prefs) -> str:
+    """The interpreter :func:`resolve` would try (configured, else Blender's), without checking it."""
+    return _configured(prefs) or sys.executable
+
+
+def status_text(prefs) -> str:
+    """One line for the UI from the cache (no process is started here)."""
+    status = cached_status(resolve_quiet(prefs))
+    who = "Engine Python" if _configured(prefs) else "Blender's Python"
+    if status is None:
+        return f"{who}: not checked yet (checked when a job starts)"
+    return f"{who}: {'ready' if status[0] else status[1]}"
+
+
+def status_icon(prefs) -> str:
+    status = cached_status(resolve_quiet(prefs))
+    return 'QUESTION' if status is None else ('CHECKMARK' if status[0] else 'ERROR')
+
+
+def _extension_site_packages() -> str | None:
+    """Blender's site-packages for extension wheels, where torch lands when installed as wheels."""
+    try:
+        root = bpy.utils.user_resource('EXTENSIONS')
+    except Exception:  # noqa: BLE001 - a stripped-down Blender
+        return None
+    path = os.path.join(root, ".local", "lib", f"python{sys.version_info.major}.{sys.version_info.minor}", "site-packages")
+    return path if os.path.isdir(path) else None
+
+
+def _site_packages_env(python: str) -> dict[str, str]:
+    """PYTHONPATH for ``python``: the extension root (``engine`` importable), plus Blender's wheel
+    folder when the interpreter is Blender's own (a subprocess does not get Blender's sys.path)."""
+    parts = [str(ADDON_ROOT)]
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        extra = _extension_site_packages()
+        if extra:
+            parts.append(extra)
+    if os.environ.get("PYTHONPATH"):
+        parts.append(os.environ["PYTHONPATH"])
+    return {"PYTHONPATH": os.pathsep.join(parts)}
+
+
+def worker_env(prefs, python: str) -> dict[str, str]:
+    """Environment of the worker process: ours on top of Blender's."""
+    env = dict(os.environ)
+    env.update(_site_packages_env(python))
+    env["PYTHONUNBUFFERED"] = "1"
+    if not bpy.app.online_access:
+        # Blender's "Allow Online Access" is off: libraries that could download must not try.
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env

@@ -1,0 +1,111 @@
+"""Configuration of an alignment run: one dataclass, validated once, saved with every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from ..render.cameras import OrbitConfig
+from ..render.volume import VolumeRenderConfig
+from ..sampling.sampler import SamplerConfig
+
+METHODS = ("nabla", "ddpo", "refl", "draft")
+REWARD_WEIGHTINGS = ("sqrt", "squared", "none")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Everything that decides the result of a run (given model, reward and prompts).
+
+    Nabla-R2D3 terms follow ALGORITHM.md: ``beta`` scales the reward gradient, ``trust_region`` is
+    lambda, ``reward_weighting`` picks w = sqrt(alpha_bar) / alpha_bar / 1 at intermediate states,
+    ``subsample`` is the fraction of transitions per trajectory used per update (the final one is
+    always included), ``low_variance`` stratifies the rest across quarters of the chain.
+    """
+
+    method: str = "nabla"
+    steps: int = 100  # sampling rounds ("epochs"): sample trajectories, then update on them
+    trajectories: int = 4  # sampled per round and process
+    micro_batch: int = 4  # trajectories per forward/backward (memory bound)
+    accumulate: int = 1  # micro-batches per optimizer update; a round makes trajectories / (micro_batch * accumulate) updates
+    sampler: SamplerConfig = SamplerConfig()
+
+    # Nabla-R2D3
+    beta: float = 1e4
+    trust_region: float = 1.0
+    reward_weighting: str = "sqrt"
+    reward_gradient_from: str = "policy"  # policy: x0_hat of the current LoRA model (ALGORITHM.md); base: frozen model
+    residual_units: str = "mean"  # score | std | mean: per-transition weight of the squared residual (docs/alignment.md)
+    subsample: float = 0.4
+    low_variance: bool = True
+    clip_reward_grad: float | None = None  # max norm of beta * w * g per sample; None = off
+    flow_network: bool = False  # full Nabla-GFlowNet: learned residual flow with reverse + terminal terms
+    flow_lr: float = 1e-3
+
+    # baselines
+    refl_late: float = 0.75  # ReFL: random step index in [refl_late * K, K)
+    ddpo_clip: float = 1e-4  # PPO clip range on the probability ratio
+    ddpo_adv_clip: float = 5.0
+
+    # optimisation
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    lora_rank: int = 8
+    lora_alpha: float | None = None  # None: = rank
+    lora_targets: tuple[str, ...] | None = None  # None: the model's lora_target_modules
+
+    # reward evaluation
+    orbit: OrbitConfig = OrbitConfig(views=4, random_azimuth=True, elevation_jitter=5.0)
+    render: VolumeRenderConfig = VolumeRenderConfig(resolution=32, samples=32)
+    image_noise: float = 2e-3  # std of Gaussian noise added to renders before the reward
+
+    seed: int = 0
+    checkpoint_every: int = 10
+    mixed_precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; "fp32" forces fp32
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.reward_weighting not in REWARD_WEIGHTINGS:
+            raise ValueError(f"reward_weighting must be one of {', '.join(REWARD_WEIGHTINGS)}")
+        if self.reward_gradient_from not in ("policy", "base"):
+            raise ValueError("reward_gradient_from must be policy or base")
+        if self.residual_units not in ("score", "std", "mean"):
+            raise ValueError("residual_units must be score, std or mean")
+        if self.steps < 0 or self.trajectories < 1 or self.micro_batch < 1 or self.accumulate < 1:
+            raise ValueError("steps must be >= 0; trajectories, micro_batch and accumulate >= 1")
+        if not 0.0 < self.subsample <= 1.0:
+            raise ValueError("subsample must be in (0, 1]")
+        if not 0.0 <= self.refl_late < 1.0:
+            raise ValueError("refl_late must be in [0, 1)")
+        for name in ("beta", "trust_region", "lr", "grad_clip", "image_noise"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0")
+        if self.lora_rank < 1:
+            raise ValueError("lora_rank must be >= 1")
+        if self.mixed_precision not in ("auto", "fp32"):
+            raise ValueError("mixed_precision must be 'auto' or 'fp32'")
+        if self.flow_network and self.method != "nabla":
+            raise ValueError("the flow network belongs to the nabla method")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "AlignConfig":
+        raw = dict(raw)
+        nested = {"sampler": SamplerConfig, "orbit": OrbitConfig, "render": VolumeRenderConfig}
+        for key, kind in nested.items():
+            if isinstance(raw.get(key), dict):
+                value = dict(raw[key])
+                if key == "render" and "background" in value:
+                    value["background"] = tuple(value["background"])
+                raw[key] = kind(**value)
+        for key in ("adam_betas", "lora_targets"):
+            if raw.get(key) is not None:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)

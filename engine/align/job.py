@@ -1,0 +1,192 @@
+"""One alignment job from start to finish, shared by the CLI (``python -m engine align``), the main
+job and the Blender worker: measure the base model on held-out seeds, finetune, measure again, and
+write the adapter, the log, plots, before/after sheets and a JSON report.
+
+Files in ``out_dir``: ``adapter/`` (peft folder), ``log.jsonl`` (one line per round),
+``reward_curve.png``, ``before.png`` / ``after.png`` (the same held-out prompt/seed pairs),
+``report.json``; ``checkpoint.pt`` while the run is going (kept for resuming).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..fileio import write_json
+from ..imaging import contact_sheet, line_plot, save_png
+from ..render import render
+from ..render.cameras import OrbitConfig, orbit_cameras
+from ..render.volume import VolumeRenderConfig
+from ..sampling.sampler import SamplerConfig, sample
+from .config import AlignConfig
+from .lora import lora_disabled
+from .objective import RenderedReward
+from .trainer import Aligner
+
+# Reward scales that move the embedded model visibly within ~30 rounds (see docs/alignment.md).
+DEFAULT_BETA = {"dnc": 3e3, "palette": 3e3, "reference": 3e3, "critic": 3e2}
+EVAL_SEED_BASE = 1_000_000  # held-out seeds: training draws seeds from its own generator
+
+
+@dataclass
+class AlignJob:
+    """What a user chooses; everything else comes from :class:`AlignConfig` defaults."""
+
+    out_dir: str
+    reward: str = "dnc"  # a reward name or weighted expression of the registry
+    reward_options: dict = field(default_factory=dict)  # {reward name: {option: value}}
+    method: str = "nabla"
+    steps: int = 30
+    prompts: list[str] = field(default_factory=lambda: ["a red cube", "a green cone", "a blue torus", "a yellow pyramid"])
+    eval_seeds: int = 2  # held-out seeds per prompt for before/after
+    beta: float | None = None  # None: DEFAULT_BETA of the reward (first term of an expression)
+    trust_region: float | None = None
+    lr: float | None = None
+    lora_rank: int | None = None
+    trajectories: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    resume: bool = True
+    extra: dict = field(default_factory=dict)  # any other AlignConfig field
+
+    @classmethod
+    def from_params(cls, params: dict) -> "AlignJob":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ValueError(f"unknown alignment parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        if "out_dir" not in params:
+            raise ValueError("alignment needs out_dir")
+        return cls(**params)
+
+    def config(self) -> AlignConfig:
+        first = self.reward.replace("*", " ").replace("+", " ").split()
+        names = [w for w in first if not _is_number(w) and w != "-"]
+        beta = self.beta if self.beta is not None else DEFAULT_BETA.get(names[0] if names else "", 1e3)
+        chosen = {"method": self.method, "steps": self.steps, "beta": beta, "seed": self.seed}
+        for name in ("trust_region", "lr", "lora_rank", "trajectories"):
+            if getattr(self, name) is not None:
+                chosen[name] = getattr(self, name)
+        extra = dict(self.extra)
+        for key in ("sampler", "orbit", "render"):
+            if isinstance(extra.get(key), dict):
+                extra[key] = {"sampler": SamplerConfig, "orbit": OrbitConfig, "render": VolumeRenderConfig}[key](**extra[key])
+        return AlignConfig(**{**chosen, **extra})
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+@torch.no_grad()
+def evaluate(model, objective: RenderedReward, prompts: list[str], seeds: list[int], sampler: SamplerConfig,
+             base: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample (prompt, seed) pairs and score them from fixed cameras: latents (N, *L), rewards (N,)."""
+    with lora_disabled(model) if base else _null():
+        latents = sample(model, prompts, seeds, sampler).latents
+    views = orbit_cameras(dataclasses.replace(objective.orbit, random_azimuth=False, elevation_jitter=0.0, azimuth_offset=30.0))
+    rewards = torch.cat([objective(latents[i:i + 8], prompts[i:i + 8], views) for i in range(0, len(prompts), 8)])
+    return latents, rewards
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@torch.no_grad()
+def thumbnails(model, latents: torch.Tensor, size: int = 96) -> list[torch.Tensor]:
+    """One shaded view (3, size, size) per latent, from a fixed three-quarter camera."""
+    cams = orbit_cameras(OrbitConfig(views=1, elevation=25.0, azimuth_offset=35.0))
+    out = render(model.decode(latents), cams, VolumeRenderConfig(resolution=size, samples=64))
+    return [img[0] for img in out.rgb]
+
+
+def reward_curve(log: list[dict], before: torch.Tensor, after: torch.Tensor | None, title: str):
+    pts = [(r["step"], r["reward_mean"]) for r in log]
+    band = [(r["step"], r["reward_mean"] - r["reward_std"], r["reward_mean"] + r["reward_std"]) for r in log]
+    series = {"training batches (mean)": pts, "held-out, base": [(0, float(before.mean()))]}
+    if after is not None and log:
+        series["held-out, base"] = [(0, float(before.mean())), (log[-1]["step"], float(before.mean()))]
+        series["held-out, finetuned"] = [(log[-1]["step"], float(after.mean()))]
+    return line_plot(series, title=title, xlabel="round", ylabel="reward", bands={"training batches (mean)": band})
+
+
+def run_alignment(params: dict, progress: Callable[[float, str], None] | None = None,
+                  should_cancel: Callable[[], bool] | None = None,
+                  preview: Callable[[str, str], None] | None = None, model=None) -> dict:
+    """Run an alignment job described by ``params`` (the fields of :class:`AlignJob`); returns the report.
+
+    ``progress(fraction, message)`` is called along the way; ``preview(png_path, label)`` whenever a
+    new picture (reward curve) is written. Raises ValueError for bad parameters before any work.
+    """
+    from ..models import load_model
+    from ..rewards.registry import build_reward_expression
+
+    job = AlignJob.from_params(params)
+    config = job.config()
+    out = Path(job.out_dir)
+    reward = build_reward_expression(job.reward, job.reward_options)
+    model = model if model is not None else load_model("embedded", device=job.device)
+    for p in job.prompts:
+        model.encode_prompts([p])
+    objective = RenderedReward(model, reward, config.orbit, config.render, config.image_noise)
+    say = progress or (lambda f, m: None)
+    t_start = time.perf_counter()
+
+    aligner = Aligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume)
+    sampler = config.sampler.for_model(model)
+    eval_prompts = [p for p in job.prompts for _ in range(job.eval_seeds)]
+    eval_seeds = [EVAL_SEED_BASE + i for _ in job.prompts for i in range(job.eval_seeds)]
+    say(0.0, "scoring the base model on held-out seeds")
+    base_latents, base_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler, base=True)
+    out.mkdir(parents=True, exist_ok=True)
+    save_png(contact_sheet(thumbnails(model, base_latents), [f"{p} #{s - EVAL_SEED_BASE}: {r:.3f}" for p, s, r in zip(eval_prompts, eval_seeds, base_rewards.tolist())], columns=min(4, len(eval_prompts))), out / "before.png")
+
+    curve = out / "reward_curve.png"
+
+    def on_step(record) -> None:
+        say(0.05 + 0.9 * record.step / max(config.steps, 1), f"round {record.step}/{config.steps}: reward {record.reward_mean:.4f} ({record.time_s:.1f} s)")
+        if record.step % 5 == 0 or record.step == config.steps:
+            save_png(reward_curve(aligner.history, base_rewards, None, f"{config.method} on {job.reward}"), curve)
+            if preview is not None:
+                preview(str(curve), f"reward curve after round {record.step}")
+
+    log = aligner.run(progress=on_step, should_cancel=should_cancel)
+    train_s = time.perf_counter() - t_start
+    adapter = aligner.save_adapter(out / "adapter", {"reward": job.reward, "prompts": job.prompts})
+    say(0.97, "scoring the finetuned model on the same held-out seeds")
+    tuned_latents, tuned_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler)
+    save_png(contact_sheet(thumbnails(model, tuned_latents), [f"{p} #{s - EVAL_SEED_BASE}: {r:.3f}" for p, s, r in zip(eval_prompts, eval_seeds, tuned_rewards.tolist())], columns=min(4, len(eval_prompts))), out / "after.png")
+    save_png(reward_curve(log, base_rewards, tuned_rewards, f"{config.method} on {job.reward}"), curve)
+    step_times = [r["time_s"] for r in log]
+    report = {
+        "model": model.name,
+        "reward": job.reward,
+        "method": config.method,
+        "rounds": len(log),
+        "prompts": job.prompts,
+        "eval_seeds": eval_seeds,
+        "reward_before": {"mean": float(base_rewards.mean()), "std": float(base_rewards.std()) if len(base_rewards) > 1 else 0.0},
+        "reward_after": {"mean": float(tuned_rewards.mean()), "std": float(tuned_rewards.std()) if len(tuned_rewards) > 1 else 0.0},
+        "seconds_per_round": (sum(step_times) / len(step_times)) if step_times else None,
+        "total_s": time.perf_counter() - t_start,
+        "train_s": train_s,
+        "files": {"adapter": adapter.name, "log": "log.jsonl", "reward_curve": curve.name, "before": "before.png", "after": "after.png"},
+        "config": json.loads(json.dumps(config.to_dict())),
+    }
+    write_json(out / "report.json", report)
+    say(1.0, f"reward {report['reward_before']['mean']:.4f} -> {report['reward_after']['mean']:.4f}")
+    return report

@@ -1,0 +1,74 @@
+"""What the aligner maximises: a reward of clean latents, R3D(x0) = E_camera[R2D(render(decode(x0)))].
+
+The aligner is model-agnostic: it only sees a :class:`LatentObjective`, a differentiable map from a
+batch of clean latents (and their prompts) to one reward per sample. :class:`RenderedReward` is the
+one every 3D model uses (decode -> differentiable render -> 2D reward); :class:`LinearReward` is the
+closed-form toy's.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from ..render import render
+from ..render.cameras import OrbitConfig, orbit_cameras
+from ..render.volume import RenderOutput, VolumeRenderConfig
+from ..rewards.base import Reward
+
+
+class LatentObjective(Protocol):
+    differentiable: bool
+
+    def sample_views(self, generator: torch.Generator) -> Any:
+        """Random viewing conditions shared by one update (cameras; None where there are none)."""
+
+    def __call__(self, latents: torch.Tensor, prompts: list[str], views: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Rewards (B,) of clean latents (B, *L); differentiable in the latents where possible."""
+
+
+class RenderedReward:
+    """decode -> volume render from orbit cameras -> 2D reward, averaged over views.
+
+    ``image_noise`` adds Gaussian noise (std, in [0, 1] image units) to the rendered RGB before the
+    reward, as the paper does, so the reward cannot exploit single-pixel detail. Rewards run in fp32.
+    """
+
+    def __init__(self, model, reward: Reward, orbit: OrbitConfig = OrbitConfig(), render_config: VolumeRenderConfig = VolumeRenderConfig(),
+                 image_noise: float = 2e-3):
+        self.model = model
+        self.reward = reward
+        self.orbit = orbit
+        self.render_config = render_config
+        self.image_noise = image_noise
+        self.differentiable = reward.differentiable
+
+    def sample_views(self, generator: torch.Generator):
+        return orbit_cameras(self.orbit, generator)
+
+    def render(self, latents: torch.Tensor, views) -> RenderOutput:
+        # at least fp32 (latents may come from bf16 autocast), float64 kept for gradient checks
+        return render(self.model.decode(latents.to(torch.promote_types(latents.dtype, torch.float32))), views, self.render_config)
+
+    def __call__(self, latents: torch.Tensor, prompts: list[str], views, generator: torch.Generator | None = None) -> torch.Tensor:
+        with torch.autocast(latents.device.type, enabled=False):
+            out = self.render(latents, views)
+            if self.image_noise > 0:
+                noise = torch.randn(out.rgb.shape, generator=generator, device="cpu").to(out.rgb.device)
+                out.rgb = out.rgb + self.image_noise * noise
+            return self.reward(out, prompts)
+
+
+class LinearReward:
+    """R(x) = direction . x on the latent itself (the Gaussian toy)."""
+
+    differentiable = True
+
+    def __init__(self, direction):
+        self.direction = torch.as_tensor(direction, dtype=torch.float32)
+
+    def sample_views(self, generator: torch.Generator):
+        return None
+
+    def __call__(self, latents: torch.Tensor, prompts: list[str], views=None, generator=None) -> torch.Tensor:
+        return latents.flatten(1) @ self.direction.to(latents.device, latents.dtype).flatten()

@@ -1,0 +1,272 @@
+"""The alignment loop: sample trajectories -> loss of the chosen method -> LoRA update, with
+checkpoints, resume, a JSONL log and optional DistributedDataParallel (``torchrun``).
+
+Every random choice of update ``s`` (prompts, seeds, cameras, transitions, image noise) comes from a
+generator seeded by (seed, s, rank), and the checkpoint holds the LoRA weights, the optimizer state and
+the step, so a run interrupted and resumed ends bit for bit where an uninterrupted run ends.
+
+Under ``torchrun`` each process samples its own trajectories; the LoRA gradients are averaged by
+DDP (gloo on CPU, nccl on CUDA). Only the policy forward whose loss is backpropagated goes through the
+DDP wrapper; the frozen-base and reward-gradient forwards call the plain module, since DDP expects
+one backward per wrapped forward. Gradients accumulate over micro-batches under ``no_sync``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from ..fileio import atomic_write
+from ..sampling.sampler import Cancelled, sample
+from .config import AlignConfig
+from .flow import ResidualFlow
+from .lora import add_lora, has_lora, lora_parameters, lora_state_dict, save_adapter
+from .methods import LOSSES, Chunk, StepContext, choose_transitions
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+
+
+@dataclass
+class StepRecord:
+    step: int
+    reward_mean: float
+    reward_std: float
+    loss: float
+    grad_norm: float
+    time_s: float
+    parts: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "reward_mean": self.reward_mean, "reward_std": self.reward_std, "loss": self.loss,
+                "grad_norm": self.grad_norm, "time_s": self.time_s, **self.parts}
+
+
+def init_distributed(device: str | torch.device = "cpu") -> tuple[int, int]:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA.
+
+    Returns (rank, world size); (0, 1) outside torchrun. Safe to call twice.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return _world()
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+
+
+class Aligner:
+    """Finetune ``model`` (any model of the protocol) toward ``objective`` on ``prompts``.
+
+    ``out_dir`` receives ``checkpoint.pt`` and ``log.jsonl``; with ``resume=True`` an existing
+    checkpoint there is continued. The model gets a LoRA adapter (or keeps the one it has when
+    resuming into a model that already carries it).
+    """
+
+    def __init__(self, model, objective, prompts: list[str], config: AlignConfig, out_dir: str | os.PathLike | None = None,
+                 resume: bool = True):
+        if not prompts:
+            raise ValueError("alignment needs at least one training prompt")
+        if config.method in ("nabla", "refl", "draft") and not objective.differentiable:
+            raise ValueError(f"method {config.method} needs a differentiable reward; use ddpo for this one")
+        model.encode_prompts(sorted(set(prompts)))  # validate before any work
+        self.model, self.objective, self.prompts, self.config = model, objective, list(prompts), config
+        self.config_sampler = config.sampler.for_model(model)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.rank, self.world = _world()
+        if self.world > 1 and config.flow_network:
+            raise ValueError("the flow network needs double backward, which DDP does not support; run it in one process")
+        if not has_lora(model):
+            add_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, seed=config.seed)
+        self.params = lora_parameters(model)
+        self.flow = ResidualFlow(model.latent_shape).to(self._device) if config.flow_network else None
+        groups = [{"params": self.params, "lr": config.lr}]
+        if self.flow is not None:
+            groups.append({"params": list(self.flow.parameters()), "lr": config.flow_lr})
+        self.optimizer = torch.optim.AdamW(groups, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay)
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(model.denoiser, device_ids=None if self._device.type == "cpu" else [self._device])
+        self.step = 0
+        self.history: list[dict] = []
+        if resume and self.out_dir is not None and (self.out_dir / CHECKPOINT).is_file():
+            self._load_checkpoint()
+        elif self.out_dir is not None and self.rank == 0:
+            # A fresh run: an old log or checkpoint in the folder belongs to another run.
+            (self.out_dir / LOG).unlink(missing_ok=True)
+            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.denoiser.parameters()).device
+
+    # -- one update -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _policy(self):
+        """Route the model's denoiser calls through the DDP wrapper inside the block."""
+        if self.ddp is None:
+            yield
+            return
+        plain = self.model.denoiser
+        self.model.denoiser = self.ddp
+        try:
+            yield
+        finally:
+            self.model.denoiser = plain
+
+    def _autocast(self):
+        if self._device.type == "cuda" and self.config.mixed_precision == "auto":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self, should_cancel: Callable[[], bool] | None = None) -> StepRecord:
+        cfg, model = self.config, self.model
+        t0 = time.perf_counter()
+        g = _step_generator(cfg.seed, self.step, self.rank)
+        b = cfg.trajectories
+        prompts = [self.prompts[int(i)] for i in torch.randint(len(self.prompts), (b,), generator=g)]
+        seeds = [int(s) for s in torch.randint(2**31 - 1, (b,), generator=g)]
+        views = self.objective.sample_views(g)
+        with self._autocast():
+            traj = sample(model, prompts, seeds, self.config_sampler, return_trajectory=True, should_cancel=should_cancel).trajectory
+        traj.latents, traj.model_outputs = traj.latents.float(), traj.model_outputs.float()
+        with torch.no_grad():
+            rewards = self.objective(traj.latents[-1], prompts, views, g).float()
+        advantages = _per_prompt_advantages(rewards, prompts) if cfg.method == "ddpo" else None
+        scheduler = model.make_scheduler(cfg.sampler.scheduler)
+        scheduler.set_timesteps(cfg.sampler.steps, device=self._device)
+        ctx = StepContext(model, scheduler, cfg, self.objective, views, self.config_sampler.guidance, g, self.flow,
+                          self._policy if self.ddp is not None else None)
+        cond, uncond = model.encode_prompts(prompts), model.unconditional_embeds(b)
+        parts_sum: dict[str, float] = {}
+        loss_sum, grad_norms = 0.0, []
+        starts = list(range(0, b, cfg.micro_batch))
+        groups = [starts[i:i + cfg.accumulate] for i in range(0, len(starts), cfg.accumulate)]
+        params = self.params + ([] if self.flow is None else list(self.flow.parameters()))
+        # Several updates per round: later micro-batches see a moved policy, which is where the
+        # trust region toward the outputs recorded at sampling time takes effect.
+        for group in groups:
+            self.optimizer.zero_grad(set_to_none=True)
+            for i, s in enumerate(group):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("alignment cancelled")
+                sl = slice(s, s + cfg.micro_batch)
+                chunk = Chunk(
+                    latents=traj.latents[:, sl], model_outputs=traj.model_outputs[:, sl], stds=traj.stds[:, sl],
+                    log_probs=traj.log_probs[:, sl], prompts=prompts[sl],
+                    cond=_slice_embeds(cond, sl), uncond=_slice_embeds(uncond, sl),
+                    transitions=choose_transitions(cfg, len(scheduler.timesteps), traj.stds[:, sl], g),
+                    advantages=None if advantages is None else advantages[sl],
+                )
+                weight = chunk.latents.shape[1] / sum(min(cfg.micro_batch, b - q) for q in group)
+                sync = self.ddp.no_sync() if (self.ddp is not None and i < len(group) - 1) else contextlib.nullcontext()
+                with sync, self._autocast():
+                    loss, parts = LOSSES[cfg.method](ctx, chunk)
+                    (loss * weight).backward()
+                share = chunk.latents.shape[1] / b
+                loss_sum += float(loss.detach()) * share
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v * share
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)))
+            self.optimizer.step()
+        self.step += 1
+        record = StepRecord(self.step, float(rewards.mean()), float(rewards.std()) if b > 1 else 0.0, loss_sum, max(grad_norms),
+                            time.perf_counter() - t0, parts_sum)
+        self.history.append(record.to_json())
+        return record
+
+    # -- the run ----------------------------------------------------------------------------------
+    def run(self, progress: Callable[[StepRecord], None] | None = None, should_cancel: Callable[[], bool] | None = None) -> list[dict]:
+        """Train until ``config.steps`` updates are done; returns the log (one dict per update)."""
+        while self.step < self.config.steps:
+            record = self.train_step(should_cancel)
+            if self.rank == 0 and self.out_dir is not None:
+                self._append_log(record)
+                if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                    self.save_checkpoint()
+            if progress is not None:
+                progress(record)
+        return self.history
+
+    # -- files --------------------------------------------------------------------------------------
+    def _append_log(self, record: StepRecord) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / LOG, "a") as f:
+            f.write(json.dumps(record.to_json()) + "\n")
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "step": self.step,
+            "lora": lora_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "flow": None if self.flow is None else self.flow.state_dict(),
+            "config": json.dumps(self.config.to_dict()),
+            "model": self.model.name,
+        }
+        return atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+    def _load_checkpoint(self) -> None:
+        from peft import set_peft_model_state_dict
+
+        path = self.out_dir / CHECKPOINT
+        try:
+            state = torch.load(path, map_location=self._device, weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+        if state.get("model") != self.model.name:
+            raise ValueError(f"checkpoint {path} belongs to model {state.get('model')!r}, not {self.model.name!r}")
+        saved = json.loads(state["config"])
+        if saved != json.loads(json.dumps(self.config.to_dict())):
+            raise ValueError(f"checkpoint {path} was written with another configuration; use a new output folder")
+        set_peft_model_state_dict(self.model.denoiser, state["lora"], adapter_name="default")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.flow is not None and state["flow"] is not None:
+            self.flow.load_state_dict(state["flow"])
+        self.step = int(state["step"])
+        # Keep the log consistent with the checkpoint: drop lines of updates that will be redone.
+        log = self.out_dir / LOG
+        lines = [l for l in log.read_text().splitlines() if l.strip()] if log.is_file() else []
+        self.history = [r for r in map(json.loads, lines) if r["step"] <= self.step]
+        text = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write(log, lambda tmp: Path(tmp).write_text(text))
+
+    def save_adapter(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        return save_adapter(self.model, directory, {"method": self.config.method, "steps": self.step, **(extra or {})})
+
+
+def _slice_embeds(e, sl):
+    from ..models.protocol import PromptEmbeds
+
+    return PromptEmbeds(e.hidden[sl], None if e.pooled is None else e.pooled[sl])
+
+
+def _per_prompt_advantages(rewards: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """(r - mean) / std per prompt (DDPO); prompts seen once fall back to the batch statistics."""
+    adv = torch.empty_like(rewards)
+    batch_mean, batch_std = rewards.mean(), rewards.std() if len(rewards) > 1 else torch.tensor(1.0)
+    for p in set(prompts):
+        idx = torch.tensor([i for i, q in enumerate(prompts) if q == p])
+        r = rewards[idx]
+        mean, std = (r.mean(), r.std()) if len(idx) > 1 else (batch_mean, batch_std)
+        adv[idx] = (r - mean) / (std + 1e-6)
+    return adv

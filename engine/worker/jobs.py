@@ -1,0 +1,396 @@
+"""The jobs a worker runs: ``generate`` (text -> meshes on disk) and ``align`` (the lead's aligner).
+
+A job is a function ``job(params: dict, ctx: JobContext) -> dict`` registered in :data:`JOBS`.
+It validates ``params`` first (raising :class:`BadInput` or ``PromptError``: error kind
+``bad_input``), reports through ``ctx.progress`` / ``ctx.preview``, polls ``ctx.should_cancel``
+(the engine's loops raise ``engine.sampling.sampler.Cancelled``), and returns JSON-serialisable
+result data. Anything else it raises is reported as kind ``runtime``.
+
+The model is loaded once per worker and kept (:class:`ModelCache`); a job with another adapter
+or device gets a freshly loaded model (the embedded model loads in about 20 ms once imported).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..data.grammar import parse_prompt
+from ..sampling.sampler import Cancelled, SamplerConfig
+from . import protocol
+from .protocol import BadInput
+
+TEST_JOBS_ENV = "ENGINE_WORKER_TEST_JOBS"  # "1" registers the test-only job kinds (``_crash``)
+SCHEDULERS = ("ddim", "ddpm", "dpmsolver-sde")
+MAX_COUNT = 256
+
+
+class JobContext:
+    """What a running job can do besides computing: report progress and previews, see cancels.
+
+    ``send`` writes one protocol message; ``cancel_requested`` says whether the job was cancelled
+    (by a ``cancel`` message, ``shutdown``, end of stdin or a signal). Progress is clamped to
+    [0, 1], never goes down, and is sent at most every ``min_interval`` seconds (the first and
+    the final 1.0 always), so a 1000-step job does not flood the client's queue.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        send: Callable[[dict], None],
+        cancel_requested: Callable[[], bool] = lambda: False,
+        min_interval: float = 0.1,
+    ):
+        self.job_id = job_id
+        self._send = send
+        self._cancel_requested = cancel_requested
+        self._min_interval = min_interval
+        self._fraction = 0.0
+        self._last_sent: float | None = None
+
+    def should_cancel(self) -> bool:
+        return bool(self._cancel_requested())
+
+    def check_cancel(self) -> None:
+        """Raise ``Cancelled`` if the job was cancelled: a cancellation point between steps."""
+        if self.should_cancel():
+            raise Cancelled(f"job {self.job_id} cancelled")
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        fraction = float(fraction)
+        if not math.isfinite(fraction):
+            return
+        self._fraction = max(self._fraction, min(1.0, max(0.0, fraction)))
+        now = time.monotonic()
+        final = self._fraction >= 1.0
+        if self._last_sent is None or final or now - self._last_sent >= self._min_interval:
+            self._last_sent = now
+            self._send(protocol.progress(self.job_id, self._fraction, str(message)))
+
+    def preview(self, path: str | os.PathLike, label: str = "") -> None:
+        """Tell the client a PNG is ready at ``path`` (written whole, e.g. with engine.imaging.save_png)."""
+        self._send(protocol.preview(self.job_id, str(Path(path).resolve()), str(label)))
+
+
+JobFn = Callable[[dict, JobContext], dict]
+
+
+# -- parameter validation --------------------------------------------------------------------
+def _check_keys(params: dict, allowed: set[str], required: set[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise BadInput(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(params))
+    if missing:
+        raise BadInput(f"missing parameter(s) {', '.join(missing)}")
+
+
+def _int(params: dict, name: str, default: int, lo: int, hi: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        # JSON has one number type: accept 4.0 but not 4.5
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise BadInput(f"{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise BadInput(f"{name} must be in {lo}..{hi}, got {value}")
+    return value
+
+
+def _float(params: dict, name: str, default: float | None, lo: float, hi: float, nullable: bool = False) -> float | None:
+    value = params.get(name, default)
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadInput(f"{name} must be a finite number, got {value!r}")
+    if not lo <= value <= hi:
+        raise BadInput(f"{name} must be in [{lo}, {hi}], got {value}")
+    return float(value)
+
+
+def _str(params: dict, name: str, default: str | None = None) -> str | None:
+    value = params.get(name, default)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise BadInput(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """``generate`` job parameters. ``out_dir`` must be absolute and either absent or empty."""
+
+    prompt: str
+    out_dir: Path
+    count: int = 1
+    seed: int = 0  # asset i uses seed + i
+    steps: int = 20
+    guidance: float | None = None  # None: the model's default
+    scheduler: str = "ddim"
+    eta: float = 1.0
+    adapter: Path | None = None  # LoRA adapter (folder) applied with engine.align.lora.load_adapter
+    adapter_weight: float = 1.0  # the adapter's blend weight: 0 base model, 1 as trained
+    batch_size: int = 8
+    device: str = "cpu"
+
+    @classmethod
+    def from_params(cls, params: dict) -> "GenerateParams":
+        """Validate raw JSON params; raise :class:`BadInput` or ``PromptError`` (both ``bad_input``)."""
+        fields = set(cls.__dataclass_fields__)
+        _check_keys(params, fields, {"prompt", "out_dir"})
+        prompt = params["prompt"]
+        if not isinstance(prompt, str):
+            raise BadInput(f"prompt must be a string, got {prompt!r}")
+        parse_prompt(prompt)  # PromptError lists the vocabulary
+        out_dir = Path(_str(params, "out_dir")).expanduser()
+        if not out_dir.is_absolute():
+            # the worker's cwd is the extension's own folder, which must never be written to
+            raise BadInput(f"out_dir must be an absolute path, got {str(out_dir)!r}")
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise BadInput(f"out_dir {str(out_dir)!r} exists and is not an empty folder; give a new folder per job")
+        scheduler = _str(params, "scheduler", "ddim")
+        if scheduler not in SCHEDULERS:
+            raise BadInput(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+        adapter = _str(params, "adapter")
+        if adapter is not None:
+            adapter = Path(adapter).expanduser()
+            if not adapter.is_absolute() or not adapter.exists():
+                raise BadInput(f"adapter {str(adapter)!r} must be an absolute path to an existing adapter")
+        adapter_weight = _float(params, "adapter_weight", 1.0, 0.0, 2.0)
+        if adapter is None and "adapter_weight" in params:
+            raise BadInput("adapter_weight needs an adapter")
+        seed = _int(params, "seed", 0, 0, 2**63 - 1)
+        count = _int(params, "count", 1, 1, MAX_COUNT)
+        if seed + count - 1 > 2**63 - 1:
+            raise BadInput("seed + count - 1 must fit in 63 bits")
+        return cls(
+            prompt=prompt,
+            out_dir=out_dir,
+            count=count,
+            seed=seed,
+            steps=_int(params, "steps", 20, 1, 1000),
+            guidance=_float(params, "guidance", None, 0.0, 100.0, nullable=True),
+            scheduler=scheduler,
+            eta=_float(params, "eta", 1.0, 0.0, 1.0),
+            adapter=adapter,
+            adapter_weight=adapter_weight,
+            batch_size=_int(params, "batch_size", 8, 1, 256),
+            device=_str(params, "device", "cpu"),
+        )
+
+
+# -- model cache -----------------------------------------------------------------------------
+class ModelCache:
+    """One loaded model, kept across jobs; reloaded when the device or the adapter changes.
+
+    One slot only: a big backbone with and without an adapter should not sit in memory twice.
+    The adapter key includes its files' mtimes and sizes so a retrained adapter is picked up.
+    """
+
+    def __init__(self, name: str = "embedded"):
+        self.name = name
+        self._key: tuple | None = None
+        self._model = None
+
+    @staticmethod
+    def _adapter_key(adapter: Path | None, weight: float) -> tuple | None:
+        """Identifies an adapter's content: every file's name, mtime and size (an adapter is a
+        folder; a folder's own mtime misses files rewritten in place)."""
+        if adapter is None:
+            return None
+        files = [adapter] if adapter.is_file() else sorted(p for p in adapter.rglob("*") if p.is_file())
+        stamp = tuple((str(p.relative_to(adapter.parent)), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        return (str(adapter.resolve()), stamp, weight)
+
+    def get(self, device: str, adapter: Path | None, weight: float = 1.0):
+        """The model for (device, adapter, weight) and the seconds spent loading it (0 when cached)."""
+        key = (device, self._adapter_key(adapter, weight))
+        if key == self._key:
+            return self._model, 0.0
+        t0 = time.perf_counter()
+        self._model = self._key = None  # drop the old one before loading the next
+        from ..models import load_model
+
+        model = load_model(self.name, device=device)
+        if adapter is not None:
+            _apply_adapter(model, adapter, weight)
+        self._model, self._key = model, key
+        return model, time.perf_counter() - t0
+
+
+def _apply_adapter(model, adapter: Path, weight: float) -> None:
+    """``engine.align.lora.load_adapter`` adds the adapter to the model in place."""
+    from ..align.lora import load_adapter
+
+    try:
+        load_adapter(model, str(adapter), weight=weight)
+    except ValueError as exc:  # AdapterError: another model's adapter, corrupt files: the user's to fix
+        raise BadInput(f"cannot use adapter {adapter}: {exc}") from exc
+
+
+MODELS = ModelCache()
+
+
+# -- generate --------------------------------------------------------------------------------
+def _slug(prompt: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_") or "asset"
+
+
+def save_npz(mesh, path: Path) -> None:
+    """The mesh for Blender: vertices float32 (N, 3) Z-up world units, faces int32 (M, 3),
+    colors float32 (N, 4) *linear* RGBA (alpha 1), what a FLOAT_COLOR attribute's ``color`` takes."""
+    from ..geometry.mesh import srgb_to_linear
+
+    linear = srgb_to_linear(mesh.colors).astype(np.float32).reshape(-1, 3)
+    rgba = np.concatenate([linear, np.ones((len(linear), 1), np.float32)], 1)
+    with open(path, "wb") as f:
+        np.savez(
+            f,
+            vertices=mesh.vertices.astype(np.float32).reshape(-1, 3),
+            faces=mesh.faces.astype(np.int32).reshape(-1, 3),
+            colors=rgba,
+            color_space=np.array("linear"),
+        )
+
+
+def _commit_dir(staging: Path, out_dir: Path) -> None:
+    """Move the finished staging folder to ``out_dir`` in one rename (``out_dir`` absent or empty)."""
+    if out_dir.exists():
+        out_dir.rmdir()  # fails (OSError) if something appeared there meanwhile: never overwrite
+    os.replace(staging, out_dir)
+
+
+def run_generate(params: dict, ctx: JobContext) -> dict:
+    """Sample ``count`` assets for one prompt and write, into ``out_dir``, per asset
+    ``<slug>_seed<N>.npz`` (see :func:`save_npz`) and ``<slug>_seed<N>.glb``, plus ``manifest.json``.
+
+    Files are written into a hidden staging folder beside ``out_dir`` and renamed to ``out_dir``
+    only when everything succeeded: a cancelled or failed job leaves nothing behind.
+    Result data: ``{"out_dir", "manifest_path", "assets": [{"prompt", "seed", "mesh_path",
+    "glb_path", "vertices", "faces"}], "timings": {"load_s", "sample_s", "mesh_s", "export_s",
+    "total_s"}, "sampler": {...}}``; paths are absolute.
+    """
+    from ..geometry.mesh import save_mesh
+    from ..pipeline import generate
+
+    t_start = time.perf_counter()
+    p = GenerateParams.from_params(params)
+    ctx.progress(0.0, "loading model")
+    model, load_s = MODELS.get(p.device, p.adapter, p.adapter_weight)
+    try:
+        sampler = SamplerConfig(steps=p.steps, guidance=p.guidance, scheduler=p.scheduler, eta=p.eta).for_model(model)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    ctx.check_cancel()
+
+    seeds = [p.seed + i for i in range(p.count)]
+    gen = generate(
+        model, [p.prompt] * p.count, seeds, sampler, p.batch_size,
+        progress=lambda f, m: ctx.progress(0.05 + 0.85 * f, m),
+        should_cancel=ctx.should_cancel,
+    )
+    ctx.check_cancel()
+
+    t0 = time.perf_counter()
+    p.out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = p.out_dir.parent / f".{p.out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        records = []
+        for i, asset in enumerate(gen.assets):
+            ctx.check_cancel()
+            stem = f"{_slug(asset.prompt)}_seed{asset.seed}"
+            save_npz(asset.mesh, staging / f"{stem}.npz")
+            save_mesh(asset.mesh, staging / f"{stem}.glb")
+            records.append(
+                {
+                    "prompt": asset.prompt,
+                    "seed": asset.seed,
+                    "mesh_path": str(p.out_dir / f"{stem}.npz"),
+                    "glb_path": str(p.out_dir / f"{stem}.glb"),
+                    "vertices": int(len(asset.mesh.vertices)),
+                    "faces": int(len(asset.mesh.faces)),
+                }
+            )
+            ctx.progress(0.9 + 0.1 * (i + 1) / len(gen.assets), f"wrote {i + 1} of {len(gen.assets)}")
+        export_s = time.perf_counter() - t0
+        data = {
+            "out_dir": str(p.out_dir),
+            "manifest_path": str(p.out_dir / "manifest.json"),
+            "model": model.name,
+            "adapter": str(p.adapter) if p.adapter else None,
+            "adapter_weight": p.adapter_weight if p.adapter else None,
+            "sampler": asdict(sampler),
+            "assets": records,
+            "timings": {
+                "load_s": round(load_s, 3),
+                "sample_s": round(gen.timings.sample_s, 3),
+                "mesh_s": round(gen.timings.mesh_s, 3),
+                "export_s": round(export_s, 3),
+                "total_s": round(time.perf_counter() - t_start, 3),
+            },
+        }
+        (staging / "manifest.json").write_text(json.dumps(data, indent=2) + "\n")
+        ctx.check_cancel()  # last cancellation point: after this the job's output exists
+        _commit_dir(staging, p.out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return data
+
+
+# -- align -----------------------------------------------------------------------------------
+def run_align(params: dict, ctx: JobContext) -> dict:
+    """Run ``engine.align.run_alignment(params, progress, should_cancel, preview) -> dict``.
+
+    Its contract: bad parameters raise ``ValueError`` before any work, so a ``ValueError`` raised
+    before the first ``progress`` call is reported as ``bad_input``, a later one as ``runtime``.
+    ``Cancelled`` once ``should_cancel()`` is true. It owns its outputs' atomicity.
+    """
+    from ..align import run_alignment
+
+    started = False
+
+    def progress(fraction: float, message: str = "") -> None:
+        nonlocal started
+        started = True
+        ctx.progress(fraction, message)
+
+    try:
+        data = run_alignment(params, progress, ctx.should_cancel, ctx.preview)
+    except ValueError as exc:
+        if started:
+            raise
+        raise BadInput(str(exc)) from exc
+    if not isinstance(data, dict):
+        raise RuntimeError(f"run_alignment returned {type(data).__name__}, not a dict")
+    return data
+
+
+# -- test-only -------------------------------------------------------------------------------
+def _crash(params: dict, ctx: JobContext) -> dict:
+    """Die like an out-of-memory kill would: no message, no cleanup, a non-zero exit code."""
+    ctx.progress(0.0, "about to crash")
+    print(f"_crash: exiting with code {int(params.get('code', 3))}", file=sys.stderr, flush=True)
+    os._exit(int(params.get("code", 3)))
+
+
+JOBS: dict[str, JobFn] = {"generate": run_generate, "align": run_align}
+
+
+def registry() -> dict[str, JobFn]:
+    """The job kinds this worker accepts; ``_crash`` only with ENGINE_WORKER_TEST_JOBS=1."""
+    jobs = dict(JOBS)
+    if os.environ.get(TEST_JOBS_ENV) == "1":
+        jobs["_crash"] = _crash
+    return jobs

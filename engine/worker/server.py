@@ -1,0 +1,230 @@
+"""The worker process: ``python -m engine.worker``. Protocol: :mod:`engine.worker.protocol`.
+
+Threads: the main thread runs jobs one at a time from a FIFO queue; a reader thread parses stdin
+and acts on ``cancel`` and ``shutdown`` at once (setting the running job's cancel flag, or taking
+a queued job out), so a long job never delays them. SIGTERM and SIGINT only set a flag (a signal
+handler must not take locks the interrupted code may hold); the main thread turns it into a
+shutdown within 0.2 s, and the running job sees it at its next cancellation point.
+
+The protocol gets a private copy of file descriptor 1; fd 1 itself is pointed at stderr, so a
+stray ``print`` or a C library writing to stdout ends up in the log instead of corrupting the
+message stream.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+from . import protocol
+from .protocol import BadInput, ProtocolError
+
+
+def log(message: str) -> None:
+    print(f"[worker {os.getpid()}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Job:
+    id: str
+    kind: str
+    params: dict
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class FdLineReader:
+    """``readline()`` over a file descriptor with plain ``os.read``.
+
+    Not ``sys.stdin.buffer``: a daemon thread blocked inside a buffered reader holds its lock,
+    and interpreter shutdown then aborts with "could not acquire lock for <stdin>".
+    """
+
+    def __init__(self, fd: int, chunk: int = 65536):
+        self._fd = fd
+        self._chunk = chunk
+        self._buf = b""
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._buf:
+            data = os.read(self._fd, self._chunk)
+            if not data:
+                line, self._buf = self._buf, b""
+                return line
+            self._buf += data
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line + b"\n"
+
+
+class Worker:
+    """Serve requests read from ``rfile`` (``readline() -> bytes``), writing messages to ``wfile`` (binary)."""
+
+    def __init__(self, rfile: BinaryIO, wfile: BinaryIO, jobs: dict[str, Callable], poll_s: float = 0.2):
+        self._rfile = rfile
+        self._wfile = wfile
+        self._jobs = jobs
+        self._poll_s = poll_s
+        self._out_lock = threading.Lock()
+        self._cond = threading.Condition()  # guards _queue, _current, _shutdown
+        self._queue: deque[_Job] = deque()
+        self._current: _Job | None = None
+        self._shutdown = False
+        self._signal: int | None = None  # set by the signal handler only
+        self.exit_code = 0
+
+    # -- output ------------------------------------------------------------------------------
+    def send(self, message: dict) -> None:
+        data = protocol.encode(message)
+        with self._out_lock:
+            try:
+                self._wfile.write(data)
+                self._wfile.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                # The client is gone: nobody will read results, so stop working for it.
+                self._stop_everything("client closed the pipe", notify=False)
+
+    # -- input (reader thread) ---------------------------------------------------------------
+    def read_requests(self) -> None:
+        for raw in iter(self._rfile.readline, b""):
+            if not raw.strip():
+                continue
+            try:
+                self.handle(protocol.decode_request(raw))
+            except ProtocolError as exc:
+                self.send(protocol.error(exc.job_id, f"bad request: {exc}", "protocol"))
+        self._stop_everything("stdin closed")
+
+    def handle(self, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "shutdown":
+            self._stop_everything("shutdown requested")
+            return
+        job_id = msg["id"]
+        with self._cond:
+            if kind == "cancel":
+                if self._current is not None and self._current.id == job_id:
+                    self._current.cancel.set()
+                    return
+                queued = next((j for j in self._queue if j.id == job_id), None)
+                if queued is not None:
+                    self._queue.remove(queued)
+            else:
+                queued = None
+                if msg["kind"] not in self._jobs:
+                    raise ProtocolError(f"unknown job kind {msg['kind']!r}; this worker runs {', '.join(sorted(self._jobs))}", job_id)
+                if (self._current is not None and self._current.id == job_id) or any(j.id == job_id for j in self._queue):
+                    # id None: an error carrying this id would read as the end of the other job
+                    raise ProtocolError(f"a job with id {job_id!r} is already queued or running")
+                if self._shutdown:
+                    raise ProtocolError("the worker is shutting down", job_id)
+                self._queue.append(_Job(job_id, msg["kind"], msg["params"]))
+                self._cond.notify_all()
+                return
+        if queued is not None:
+            self.send(protocol.cancelled(job_id))
+        else:
+            log(f"cancel for {job_id!r}, which is neither queued nor running (already finished?)")
+
+    def _stop_everything(self, reason: str, notify: bool = True) -> None:
+        """Cancel the running job, drop the queued ones (each gets ``cancelled``), end the loop."""
+        with self._cond:
+            first = not self._shutdown
+            self._shutdown = True
+            if self._current is not None:
+                self._current.cancel.set()
+            dropped = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        if first:
+            log(f"stopping: {reason}")
+        if notify:
+            for job in dropped:
+                self.send(protocol.cancelled(job.id))
+
+    # -- signals (main thread, asynchronous) -------------------------------------------------
+    def on_signal(self, signum: int, frame) -> None:
+        # Only plain assignments and Event.set here: the interrupted code may hold _cond.
+        self._signal = signum
+        current = self._current
+        if current is not None:
+            current.cancel.set()
+
+    # -- jobs (main thread) ------------------------------------------------------------------
+    def run(self, **ready_info) -> int:
+        reader = threading.Thread(target=self.read_requests, name="worker-stdin", daemon=True)
+        reader.start()
+        self.send(protocol.ready(os.getpid(), jobs=sorted(self._jobs), **ready_info))
+        while True:
+            if self._signal is not None and not self._shutdown:
+                self.exit_code = 128 + self._signal
+                self._stop_everything(f"signal {self._signal}")
+            with self._cond:
+                if not self._queue and not self._shutdown:
+                    self._cond.wait(self._poll_s)
+                if not self._queue:
+                    if self._shutdown:
+                        break
+                    continue
+                job = self._current = self._queue.popleft()
+            try:
+                self._run_job(job)
+            finally:
+                with self._cond:
+                    self._current = None
+        return self.exit_code
+
+    def _run_job(self, job: _Job) -> None:
+        from ..data.grammar import PromptError
+        from ..sampling.sampler import Cancelled
+        from .jobs import JobContext
+
+        ctx = JobContext(job.id, self.send, lambda: job.cancel.is_set() or self._signal is not None)
+        t0 = time.perf_counter()
+        log(f"job {job.id} ({job.kind}) started")
+        try:
+            if ctx.should_cancel():
+                raise Cancelled("cancelled before it started")
+            data = self._jobs[job.kind](job.params, ctx)
+            message = protocol.result(job.id, data)
+            protocol.encode(message)  # a result that is not strict JSON is the job's failure
+        except Cancelled:
+            log(f"job {job.id} cancelled after {time.perf_counter() - t0:.2f} s")
+            self.send(protocol.cancelled(job.id))
+        except (BadInput, PromptError) as exc:
+            log(f"job {job.id} refused: {str(exc).splitlines()[0]}")
+            self.send(protocol.error(job.id, str(exc), "bad_input"))
+        except Exception as exc:  # the worker outlives any job failure
+            log(f"job {job.id} failed:\n{traceback.format_exc()}")
+            self.send(protocol.error(job.id, f"{type(exc).__name__}: {exc}", "runtime"))
+        else:
+            log(f"job {job.id} done in {time.perf_counter() - t0:.2f} s")
+            self.send(message)
+
+
+def main() -> int:
+    # Keep fd 1 for the protocol only; everything else printed goes to the log (stderr).
+    proto_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    proto_in = FdLineReader(os.dup(sys.stdin.fileno()))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, sys.stdin.fileno())  # nothing else may read the requests
+    os.close(devnull)
+
+    t0 = time.perf_counter()
+    import torch  # before "ready": the first job should not pay for it
+
+    from .jobs import registry
+
+    worker = Worker(proto_in, proto_out, registry())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, worker.on_signal)
+    log(f"ready after {time.perf_counter() - t0:.2f} s (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    code = worker.run(torch=torch.__version__, python=sys.version.split()[0], threads=torch.get_num_threads())
+    log(f"exiting with code {code}")
+    return code

@@ -1,0 +1,62 @@
+"""batch.py as a subprocess (the bpy module standing in for ``blender -b --python batch.py``)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_batch_writes_blend_glbs_renders_and_log(tmp_path):
+    out = tmp_path / "batch"
+    cmd = [sys.executable, str(ROOT / "batch.py"), "--", "--prompt", "a red cube", "--prompt", "a purple elephant",
+           "--count", "2", "--seed", "3", "--steps", "4", "--resolution", "48", "--samples", "4", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]  # one prompt failed, the other went through
+
+    log = json.loads((out / "batch_log.json").read_text())
+    good, bad = log["prompts"]
+    assert (good["ok"], bad["ok"], log["ok"]) == (True, False, False)
+    assert "'elephant' is not in the vocabulary" in bad["error"]
+    assert good["objects"] == ["a red cube (seed 3)", "a red cube (seed 4)"]
+    for asset in good["assets"]:
+        glb = out / asset["glb"]
+        assert glb.read_bytes()[:4] == b"glTF"
+        with Image.open(out / asset["render"]) as im:
+            px = np.asarray(im.convert("RGB"), np.float32)
+        assert px.shape == (48, 48, 3)
+        assert px.std() > 5, "the render shows something besides the background"
+    assert (out / "renders" / "overview.png").is_file()
+    assert not (out / ".jobs").exists(), "the job cache is cleaned up"
+    assert not list(out.rglob("*.tmp"))
+
+    probe = textwrap.dedent(
+        f"""
+        import bpy, json
+        bpy.ops.wm.open_mainfile(filepath={str(out / 'scene.blend')!r})
+        objs = {{o.name: (len(o.data.vertices), o.data.color_attributes.active_color_name,
+                          o.data.materials[0].name) for o in bpy.data.objects if o.type == 'MESH'}}
+        print("JSON" + json.dumps(objs))
+        """
+    )
+    probe_run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    line = next(ln for ln in probe_run.stdout.splitlines() if ln.startswith("JSON"))
+    objs = json.loads(line[4:])
+    assert set(objs) == set(good["objects"]), "the saved scene holds the assets and no startup cube"
+    for asset in good["assets"]:
+        vertices, attribute, material = objs[asset["object"]]
+        assert vertices == asset["vertices"] > 100
+        assert (attribute, material) == ("Color", "Nabla-R2D3 Vertex Colour")
+
+
+def test_batch_rejects_bad_arguments_before_doing_anything(tmp_path):
+    cmd = [sys.executable, str(ROOT / "batch.py"), "--", "--count", "0", "--prompt", "a cube", "--out", str(tmp_path / "o")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "--count must be >= 1" in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,87 @@
+"""The alignment job and its command line, end to end on the embedded model at toy size."""
+import json
+
+import pytest
+import torch
+
+from engine.align.job import run_alignment
+from engine.align.lora import lora_disabled
+from engine.cli import main
+from engine.models import load_model
+from engine.sampling.sampler import Cancelled, SamplerConfig, sample
+
+TINY = {"render": {"resolution": 12, "samples": 12}, "orbit": {"views": 2, "random_azimuth": True},
+        "sampler": {"steps": 4}, "subsample": 0.5}
+
+
+def _params(out, **kw):
+    return {"out_dir": str(out), "reward": "palette", "reward_options": {"palette": {"palette": "#ff8800"}},
+            "steps": 2, "trajectories": 2, "eval_seeds": 1, "prompts": ["a red cube"], "extra": dict(TINY), **kw}
+
+
+@pytest.mark.parametrize("method", ["nabla", "ddpo"])
+def test_job_writes_adapter_log_plots_and_report(tmp_path, method):
+    seen, previews = [], []
+    report = run_alignment(_params(tmp_path / "run", method=method), progress=lambda f, m: seen.append(f),
+                           preview=lambda p, label: previews.append(p))
+    out = tmp_path / "run"
+    for name in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "log.jsonl", "reward_curve.png",
+                 "before.png", "after.png", "report.json"):
+        assert (out / name).is_file(), name
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["method"] == method and on_disk["rounds"] == 2
+    assert set(on_disk["reward_before"]) == {"mean", "std"}
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert previews and all(p.endswith("reward_curve.png") for p in previews)
+    assert report["reward_after"] == on_disk["reward_after"]
+
+
+def test_bad_parameters_fail_before_any_file_is_written(tmp_path):
+    with pytest.raises(ValueError, match="unknown alignment parameter"):
+        run_alignment({**_params(tmp_path / "a"), "stpes": 3})
+    with pytest.raises(ValueError, match="palette"):
+        run_alignment(_params(tmp_path / "b", reward="palete"))
+    with pytest.raises(ValueError, match="vocabulary"):
+        run_alignment(_params(tmp_path / "c", prompts=["a shiny cube"]))
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_cancelled_job_writes_no_adapter(tmp_path):
+    rounds = []
+    with pytest.raises(Cancelled):
+        run_alignment(_params(tmp_path / "run", steps=5), progress=lambda f, m: rounds.append(m),
+                      should_cancel=lambda: any(m.startswith("round 1/") for m in rounds))
+    assert not (tmp_path / "run" / "adapter").exists()
+    assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_cli_align_then_generate_with_the_adapter(tmp_path, capsys):
+    out = tmp_path / "al"
+    code = main(["align", "--reward", "dnc", "--steps", "1", "--trajectories", "2", "--eval-seeds", "1",
+                 "--views", "2", "--resolution", "12", "--sampling-steps", "4", "--prompt", "a green cone", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "held-out reward" in capsys.readouterr().out
+    gen = tmp_path / "gen"
+    assert main(["generate", "--prompt", "a green cone", "--count", "1", "--steps", "4", "--out", str(gen),
+                 "--adapter", str(out / "adapter")]) == 0
+    manifest = json.loads((gen / "manifest.json").read_text())
+    assert manifest["adapter"]["path"] == str(out / "adapter")
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["render"]["resolution"] == 12 and report["config"]["orbit"]["views"] == 2
+
+
+def test_cli_rejects_bad_reward_and_bad_adapter_with_exit_2(tmp_path, capsys):
+    assert main(["align", "--reward", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "dnc" in capsys.readouterr().err  # the known rewards are listed
+    assert main(["align", "--reward", "palette", "--option", "palette.colour=red", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+    assert main(["generate", "--prompt", "a red cube", "--count", "1", "--out", str(tmp_path / "g"),
+                 "--adapter", str(tmp_path / "missing")]) == 2
+    assert "not an adapter folder" in capsys.readouterr().err
+
+
+def test_rewards_command_lists_every_builtin(capsys):
+    assert main(["rewards"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("dnc", "palette", "reference", "plugin", "critic", "aesthetic"))

@@ -1,0 +1,91 @@
+"""The loop's promises: resume continues exactly, logs and checkpoints stay consistent, misuse is refused."""
+import json
+
+import pytest
+import torch
+
+from engine.align.config import AlignConfig
+from engine.align.lora import lora_state_dict
+from engine.align.objective import LinearReward
+from engine.align.trainer import CHECKPOINT, LOG, Aligner
+from engine.models.toy import GaussianToyModel
+from engine.sampling.sampler import Cancelled, SamplerConfig
+
+DIRECTION = torch.tensor([1.0, 0.0])
+
+
+def _config(**kw):
+    return AlignConfig(**{**dict(beta=2.0, lr=1e-2, lora_rank=2, steps=6, trajectories=8, micro_batch=4,
+                                 checkpoint_every=2, sampler=SamplerConfig(steps=10)), **kw})
+
+
+@pytest.mark.parametrize("method", ["nabla", "ddpo"])
+def test_interrupted_and_resumed_run_ends_bit_for_bit_where_a_straight_run_ends(tmp_path, method):
+    straight = GaussianToyModel()
+    Aligner(straight, LinearReward(DIRECTION), ["x"], _config(method=method), tmp_path / "a").run()
+
+    class Stop(Exception):
+        pass
+
+    first = GaussianToyModel()
+    calls = []
+
+    def stop_after_three(record):
+        calls.append(record.step)
+        if record.step == 3:  # the checkpoint at step 2 is the last one written; step 3 is redone
+            raise Stop
+
+    with pytest.raises(Stop):
+        Aligner(first, LinearReward(DIRECTION), ["x"], _config(method=method), tmp_path / "b").run(progress=stop_after_three)
+    resumed_model = GaussianToyModel()
+    resumed = Aligner(resumed_model, LinearReward(DIRECTION), ["x"], _config(method=method), tmp_path / "b")
+    assert resumed.step == 2
+    resumed.run()
+
+    a, b = lora_state_dict(straight), lora_state_dict(resumed_model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # it did train
+    log_a = [json.loads(l) for l in (tmp_path / "a" / LOG).read_text().splitlines()]
+    log_b = [json.loads(l) for l in (tmp_path / "b" / LOG).read_text().splitlines()]
+    assert [r["step"] for r in log_b] == list(range(1, 7))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time_s"} for r in rs]
+    assert strip(log_a) == strip(log_b)
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path):
+    Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path).run()
+    assert (tmp_path / CHECKPOINT).is_file()
+    with pytest.raises(ValueError, match="another configuration"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2, beta=5.0), tmp_path)
+    (tmp_path / CHECKPOINT).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path)
+
+
+def test_cancel_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
+    seen = []
+    aligner = Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(), tmp_path)
+    with pytest.raises(Cancelled):
+        aligner.run(progress=lambda r: seen.append(r.step), should_cancel=lambda: len(seen) >= 2)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert state["step"] == 2
+
+
+def test_gradient_methods_refuse_a_non_differentiable_reward():
+    objective = LinearReward(DIRECTION)
+    objective.differentiable = False
+    with pytest.raises(ValueError, match="differentiable"):
+        Aligner(GaussianToyModel(), objective, ["x"], _config(method="nabla"))
+    Aligner(GaussianToyModel(), objective, ["x"], _config(method="ddpo"))  # DDPO needs no gradient
+
+
+@pytest.mark.parametrize("bad", [dict(method="sgd"), dict(subsample=0.0), dict(beta=float("nan")), dict(lora_rank=0),
+                                 dict(reward_weighting="cube"), dict(flow_network=True, method="ddpo")])
+def test_bad_configuration_is_a_clear_error(bad):
+    with pytest.raises(ValueError):
+        AlignConfig(**bad)
+
+
+def test_config_round_trips_through_json():
+    cfg = _config(method="refl", lora_targets=("proj_out",))
+    assert AlignConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

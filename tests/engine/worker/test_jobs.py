@@ -1,0 +1,203 @@
+"""The worker's jobs called in-process: parameter validation, progress, the align and adapter hooks."""
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from engine.data.grammar import COLOURS, SHAPES, PromptError
+from engine.geometry.mesh import Mesh, srgb_to_linear
+from engine.sampling.sampler import Cancelled
+from engine.worker import jobs
+from engine.worker.jobs import GenerateParams, JobContext, ModelCache
+from engine.worker.protocol import BadInput
+
+
+def sink():
+    sent = []
+    return sent, sent.append
+
+
+def test_generate_params_defaults(tmp_path):
+    p = GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "new")})
+    assert (p.count, p.seed, p.steps, p.guidance, p.scheduler, p.adapter) == (1, 0, 20, None, "ddim", None)
+    assert GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path), "guidance": None}).guidance is None
+    assert GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path), "steps": 4.0}).steps == 4
+
+
+def test_prompt_outside_vocabulary_lists_the_vocabulary(tmp_path):
+    with pytest.raises(PromptError) as info:
+        GenerateParams.from_params({"prompt": "a shiny cube", "out_dir": str(tmp_path / "o")})
+    assert "'shiny' is not in the vocabulary" in str(info.value)
+    assert all(w in str(info.value) for w in (*COLOURS, *SHAPES))
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"out_dir": "relative/dir"}, "absolute"),
+        ({"count": 0}, "count must be in 1..256"),
+        ({"count": True}, "count must be an integer"),
+        ({"steps": 4.5}, "steps must be an integer"),
+        ({"guidance": "high"}, "guidance must be a finite number"),
+        ({"eta": 2.0}, "eta must be in"),
+        ({"eta": None}, "eta must be a finite number"),
+        ({"scheduler": "euler"}, "scheduler must be one of ddim, ddpm, dpmsolver-sde"),
+        ({"adapter": "/no/such/adapter.safetensors"}, "existing adapter"),
+        ({"stpes": 4}, "unknown parameter(s) stpes"),
+        ({"prompt": 3}, "prompt must be a string"),
+    ],
+)
+def test_bad_generate_params_are_refused(tmp_path, change, words):
+    params = {"prompt": "a red cube", "out_dir": str(tmp_path / "o"), **change}
+    with pytest.raises(BadInput) as info:
+        GenerateParams.from_params(params)
+    assert words in str(info.value)
+
+
+def test_missing_out_dir_and_non_empty_out_dir_are_refused(tmp_path):
+    with pytest.raises(BadInput, match="missing parameter"):
+        GenerateParams.from_params({"prompt": "a red cube"})
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(BadInput, match="not an empty folder"):
+        GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path)})
+
+
+def test_progress_is_clamped_monotone_and_throttled():
+    sent, send = sink()
+    ctx = JobContext("j", send, min_interval=3600.0)
+    ctx.progress(0.2, "a")
+    ctx.progress(0.5, "throttled")
+    ctx.progress(0.1, "throttled too")
+    ctx.progress(1.5, "done")
+    assert [(m["fraction"], m["message"]) for m in sent] == [(0.2, "a"), (1.0, "done")]
+    sent.clear()
+    ctx = JobContext("j", send, min_interval=0.0)
+    for f in (0.3, 0.1, float("nan"), 0.6):
+        ctx.progress(f)
+    assert [m["fraction"] for m in sent] == [0.3, 0.3, 0.6]  # never goes down; NaN dropped
+
+
+def test_check_cancel_raises_the_engine_cancelled():
+    flag = {"on": False}
+    ctx = JobContext("j", lambda m: None, lambda: flag["on"])
+    ctx.check_cancel()
+    flag["on"] = True
+    with pytest.raises(Cancelled):
+        ctx.check_cancel()
+
+
+def test_npz_for_blender_holds_z_up_vertices_int32_faces_and_linear_rgba(tmp_path):
+    rng = np.random.default_rng(0)
+    mesh = Mesh(rng.normal(size=(5, 3)), [[0, 1, 2], [2, 3, 4]], rng.uniform(size=(5, 3)))
+    jobs.save_npz(mesh, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        assert f["vertices"].dtype == np.float32 and np.array_equal(f["vertices"], mesh.vertices)
+        assert f["faces"].dtype == np.int32 and f["faces"].tolist() == [[0, 1, 2], [2, 3, 4]]
+        assert f["colors"].dtype == np.float32 and f["colors"].shape == (5, 4)
+        np.testing.assert_allclose(f["colors"][:, :3], srgb_to_linear(mesh.colors), atol=1e-6)
+        assert np.all(f["colors"][:, 3] == 1.0) and str(f["color_space"]) == "linear"
+
+
+def use_align(monkeypatch, module, **submodules):
+    """Make ``engine.align`` (and ``engine.align.<name>``) the given stand-ins; None: not importable."""
+    import engine
+
+    monkeypatch.setitem(sys.modules, "engine.align", module)
+    for name in ("job", "lora"):
+        monkeypatch.setitem(sys.modules, f"engine.align.{name}", submodules.get(name))
+        if module is not None and name in submodules:
+            setattr(module, name, submodules[name])
+    if module is None:
+        monkeypatch.delattr(engine, "align", raising=False)
+    else:
+        monkeypatch.setattr(engine, "align", module, raising=False)
+
+
+def fake_module(name, **attrs):
+    module = types.ModuleType(name)
+    module.__path__ = []  # a package, so submodule imports look in sys.modules
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    return module
+
+
+def test_align_job_forwards_params_progress_previews_and_cancel(monkeypatch, tmp_path):
+    calls = {}
+
+    def run_alignment(params, progress, should_cancel, preview):
+        calls["params"], calls["cancel_seen"] = params, should_cancel()
+        progress(0.5, "half")
+        preview(tmp_path / "p.png", "step 1")
+        return {"adapter_path": "/x"}
+
+    use_align(monkeypatch, fake_module("engine.align", run_alignment=run_alignment))
+    sent, send = sink()
+    data = jobs.run_align({"prompt": "a red cube"}, JobContext("j", send, lambda: True, min_interval=0.0))
+    assert data == {"adapter_path": "/x"}
+    assert calls == {"params": {"prompt": "a red cube"}, "cancel_seen": True}
+    assert sent == [
+        {"type": "progress", "id": "j", "fraction": 0.5, "message": "half"},
+        {"type": "preview", "id": "j", "path": str(tmp_path / "p.png"), "label": "step 1"},
+    ]
+
+
+def test_align_value_error_is_bad_input_only_before_work_starts(monkeypatch):
+    def refuse(params, progress, should_cancel, preview):
+        raise ValueError("unknown alignment parameter(s) stpes")
+
+    def fail_later(params, progress, should_cancel, preview):
+        progress(0.1, "training")
+        raise ValueError("a numerical problem in round 3")
+
+    use_align(monkeypatch, fake_module("engine.align", run_alignment=refuse))
+    with pytest.raises(BadInput, match="stpes"):
+        jobs.run_align({"stpes": 1}, JobContext("j", lambda m: None))
+    use_align(monkeypatch, fake_module("engine.align", run_alignment=fail_later))
+    with pytest.raises(ValueError, match="round 3") as info:
+        jobs.run_align({}, JobContext("j", lambda m: None))
+    assert not isinstance(info.value, BadInput)  # reported as runtime
+
+
+def test_unusable_adapter_is_bad_input(monkeypatch, tmp_path):
+    def load_adapter(model, path, weight=1.0):
+        raise ValueError(f"adapter {path} was trained for model 'other'")  # AdapterError is a ValueError
+
+    use_align(monkeypatch, fake_module("engine.align"), lora=fake_module("engine.align.lora", load_adapter=load_adapter))
+    with pytest.raises(BadInput, match="trained for model 'other'"):
+        ModelCache().get("cpu", tmp_path)
+
+
+def test_model_is_cached_and_reloaded_when_the_adapter_changes(monkeypatch, tmp_path):
+    applied = []
+
+    def load_adapter(model, path, weight=1.0):
+        applied.append((model, path, weight))
+        return {"r": 8}  # the adapter's config; the model is changed in place
+
+    use_align(monkeypatch, fake_module("engine.align"), lora=fake_module("engine.align.lora", load_adapter=load_adapter))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"v1")
+
+    cache = ModelCache()
+    base, _ = cache.get("cpu", None)
+    assert cache.get("cpu", None) == (base, 0.0)  # cached: no load time
+    adapted, load_s = cache.get("cpu", adapter)
+    assert adapted is not base and load_s > 0 and applied == [(adapted, str(adapter), 1.0)]
+    assert hasattr(adapted, "denoiser")  # the model itself, not what load_adapter returned
+    assert cache.get("cpu", adapter) == (adapted, 0.0)
+    os.utime(adapter / "adapter_model.safetensors", ns=(0, 10**9))  # retrained in place: loaded again
+    again, _ = cache.get("cpu", adapter)
+    assert again is not adapted and len(applied) == 2
+    half, _ = cache.get("cpu", adapter, 0.5)
+    assert half is not again and applied[-1] == (half, str(adapter), 0.5)
+    assert cache.get("cpu", None)[0] is not half  # back to the base: a fresh model without adapter
+
+
+def test_adapter_weight_needs_an_adapter(tmp_path):
+    with pytest.raises(BadInput, match="adapter_weight needs an adapter"):
+        GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "adapter_weight": 0.5})
+    p = GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "adapter": str(tmp_path), "adapter_weight": 0.5})
+    assert (p.adapter, p.adapter_weight) == (tmp_path, 0.5)
