@@ -23,6 +23,7 @@ for panels.
 """
 from __future__ import annotations
 
+import textwrap
 import shutil
 import sys
 import threading
@@ -430,7 +431,7 @@ class JobManager:
             return
 
         def draw(menu, _context):
-            for line in _wrap(text, 80):
+            for line in textwrap.wrap(text, 80):
                 menu.layout.label(text=line)
 
         try:
@@ -439,17 +440,6 @@ class JobManager:
                 wm.popup_menu(draw, title="Nabla-R2D3", icon='ERROR')
         except Exception:  # noqa: BLE001 - no window to show it in: the Jobs panel still has it
             pass
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if line and len(line) + 1 + len(w) > width:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    return lines + ([line] if line else [])
 
 
 def _state():

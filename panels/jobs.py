@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Jobs panel: what runs, its progress, the live reward curve, cancel; the last result or error."""
+import textwrap
+
 import bpy
 
 from ..blender import thumbnails
@@ -31,7 +33,7 @@ class VIEW3D_PT_nabla_r2d3_jobs(SidebarPanel, bpy.types.Panel):
         if st.last_error:
             box = layout.box()
             box.alert = True
-            for i, line in enumerate(_lines(st.last_error, 48, 4)):
+            for i, line in enumerate((textwrap.wrap(st.last_error, 48)[:4] or [""])):
                 box.label(text=line, icon='ERROR' if i == 0 else 'BLANK1')
         elif st.last_info:
             layout.label(text=st.last_info, icon='INFO')
@@ -39,18 +41,6 @@ class VIEW3D_PT_nabla_r2d3_jobs(SidebarPanel, bpy.types.Panel):
             box = layout.box()
             box.label(text="Reward", icon='GRAPH')
             box.template_icon(icon_value=thumbnails.icon_id(st.reward_curve), scale=8.0)
-
-
-def _lines(text: str, width: int, most: int) -> list[str]:
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if line and len(line) + 1 + len(w) > width:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    lines += [line] if line else []
-    return lines[:most] or [""]
 
 
 classes = (VIEW3D_PT_nabla_r2d3_jobs,)

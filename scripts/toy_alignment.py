@@ -81,6 +81,8 @@ def main() -> None:
         ("nabla + flow network", dict(reward_weighting="sqrt", flow_network=True)),
         ("nabla + flow network", dict(reward_weighting="none", flow_network=True)),
         ("nabla, x0_hat from base", dict(reward_weighting="none", reward_gradient_from="base", trust_region=0.0)),
+        ("nabla, x0_hat from base, std units", dict(reward_weighting="none", reward_gradient_from="base", trust_region=0.0, residual_units="std")),
+        ("nabla, x0_hat from base, score units", dict(reward_weighting="none", reward_gradient_from="base", trust_region=0.0, residual_units="score")),
         ("ReFL", dict(method="refl", lr=3e-3, trust_region=0.0)),
         ("DRaFT-1", dict(method="draft", lr=3e-3, trust_region=0.0)),
         ("DDPO", dict(method="ddpo", lr=3e-2, trust_region=0.0)),
@@ -89,7 +91,8 @@ def main() -> None:
         frac, drift, seconds = finetuned(args.rounds, args.samples, **overrides)
         w = overrides.get("reward_weighting", "-") if name.startswith("nabla") else "-"
         oracle = f"{oracle_fraction(w, args.samples):.0%}" if w != "-" else "-"
-        print(f"| {name} | {w} | {frac:.0%} | {drift:+.3f} | {oracle} | {seconds:.0f} s |", flush=True)
+        reached = f"{frac:.0%}" if abs(frac) < 10 else f"{frac:.1e} x (diverges)"
+        print(f"| {name} | {w} | {reached} | {drift:+.3f} | {oracle} | {seconds:.0f} s |", flush=True)
 
 
 if __name__ == "__main__":

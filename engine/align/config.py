@@ -26,13 +26,13 @@ class AlignConfig:
     method: str = "nabla"
     steps: int = 100  # sampling rounds ("epochs"): sample trajectories, then update on them
     trajectories: int = 4  # sampled per round and process
-    micro_batch: int = 4  # trajectories per forward/backward (memory bound)
+    micro_batch: int = 1  # trajectories per forward/backward (memory bound)
     accumulate: int = 1  # micro-batches per optimizer update; a round makes trajectories / (micro_batch * accumulate) updates
     sampler: SamplerConfig = SamplerConfig()
 
     # Nabla-R2D3
-    beta: float = 1e4
-    trust_region: float = 1.0
+    beta: float = 1e3
+    trust_region: float = 0.1
     reward_weighting: str = "sqrt"
     reward_gradient_from: str = "policy"  # policy: x0_hat of the current LoRA model (ALGORITHM.md); base: frozen model
     residual_units: str = "mean"  # score | std | mean: per-transition weight of the squared residual (docs/alignment.md)
@@ -48,7 +48,7 @@ class AlignConfig:
     ddpo_adv_clip: float = 5.0
 
     # optimisation
-    lr: float = 5e-4
+    lr: float = 5e-3  # the paper's 1e-4..5e-4 is for 0.6B-parameter denoisers and 100 rounds
     weight_decay: float = 1e-4
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8

@@ -28,8 +28,13 @@ from .lora import lora_disabled
 from .objective import RenderedReward
 from .trainer import Aligner
 
-# Reward scales that move the embedded model visibly within ~30 rounds (see docs/alignment.md).
-DEFAULT_BETA = {"dnc": 3e3, "palette": 3e3, "reference": 3e3, "critic": 3e2}
+# Reward scales for the embedded model (docs/alignment.md: an "oracle" sampler that adds the ideal
+# forward target to each DDIM step changes palette rewards visibly from beta ~ 1e3 on).
+DEFAULT_BETA = {"dnc": 1e4, "palette": 1e3, "reference": 1e3, "critic": 1e2}
+# ReFL and DRaFT-1 follow the raw reward gradient with no pull toward the prior: at 5e-3 they
+# collapsed the embedded model's assets to empty renders within 3 rounds on dnc (measured), so they
+# get a 10x smaller step. Nabla-R2D3 and DDPO use AlignConfig's 5e-3.
+DEFAULT_LR = {"refl": 5e-4, "draft": 5e-4}
 EVAL_SEED_BASE = 1_000_000  # held-out seeds: training draws seeds from its own generator
 
 
@@ -69,6 +74,8 @@ class AlignJob:
         names = [w for w in first if not _is_number(w) and w != "-"]
         beta = self.beta if self.beta is not None else DEFAULT_BETA.get(names[0] if names else "", 1e3)
         chosen = {"method": self.method, "steps": self.steps, "beta": beta, "seed": self.seed}
+        if self.method in DEFAULT_LR:
+            chosen["lr"] = DEFAULT_LR[self.method]
         for name in ("trust_region", "lr", "lora_rank", "trajectories"):
             if getattr(self, name) is not None:
                 chosen[name] = getattr(self, name)
@@ -107,11 +114,18 @@ class _null:
 
 
 @torch.no_grad()
-def thumbnails(model, latents: torch.Tensor, size: int = 96) -> list[torch.Tensor]:
+def thumbnails(model, latents: torch.Tensor, size: int = 128) -> list[torch.Tensor]:
     """One shaded view (3, size, size) per latent, from a fixed three-quarter camera."""
     cams = orbit_cameras(OrbitConfig(views=1, elevation=25.0, azimuth_offset=35.0))
     out = render(model.decode(latents), cams, VolumeRenderConfig(resolution=size, samples=64))
     return [img[0] for img in out.rgb]
+
+
+def _sheet(model, latents, prompts, seeds, rewards):
+    """Held-out samples with their rewards; labels drop the article to fit under a 128 px tile."""
+    labels = [f"{p.removeprefix('a ').removeprefix('an ')} #{s - EVAL_SEED_BASE}: {r:.3f}"
+              for p, s, r in zip(prompts, seeds, rewards.tolist())]
+    return contact_sheet(thumbnails(model, latents), labels, columns=min(4, len(prompts)))
 
 
 def reward_curve(log: list[dict], before: torch.Tensor, after: torch.Tensor | None, title: str):
@@ -153,7 +167,7 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     say(0.0, "scoring the base model on held-out seeds")
     base_latents, base_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler, base=True)
     out.mkdir(parents=True, exist_ok=True)
-    save_png(contact_sheet(thumbnails(model, base_latents), [f"{p} #{s - EVAL_SEED_BASE}: {r:.3f}" for p, s, r in zip(eval_prompts, eval_seeds, base_rewards.tolist())], columns=min(4, len(eval_prompts))), out / "before.png")
+    save_png(_sheet(model, base_latents, eval_prompts, eval_seeds, base_rewards), out / "before.png")
 
     curve = out / "reward_curve.png"
 
@@ -169,7 +183,7 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     adapter = aligner.save_adapter(out / "adapter", {"reward": job.reward, "prompts": job.prompts})
     say(0.97, "scoring the finetuned model on the same held-out seeds")
     tuned_latents, tuned_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler)
-    save_png(contact_sheet(thumbnails(model, tuned_latents), [f"{p} #{s - EVAL_SEED_BASE}: {r:.3f}" for p, s, r in zip(eval_prompts, eval_seeds, tuned_rewards.tolist())], columns=min(4, len(eval_prompts))), out / "after.png")
+    save_png(_sheet(model, tuned_latents, eval_prompts, eval_seeds, tuned_rewards), out / "after.png")
     save_png(reward_curve(log, base_rewards, tuned_rewards, f"{config.method} on {job.reward}"), curve)
     step_times = [r["time_s"] for r in log]
     report = {

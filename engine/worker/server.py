@@ -219,6 +219,12 @@ def main() -> int:
     t0 = time.perf_counter()
     import torch  # before "ready": the first job should not pay for it
 
+    if "OMP_NUM_THREADS" not in os.environ:
+        # One intra-op thread unless asked otherwise: on a few cores shared with Blender, two torch
+        # threads gain at most ~20% when idle but run 10-75x slower when another process competes
+        # (docs/alignment.md, "Threads").
+        torch.set_num_threads(1)
+
     from .jobs import registry
 
     worker = Worker(proto_in, proto_out, registry())

@@ -168,7 +168,8 @@ def test_generate_params_follow_the_settings(gen, prefs):
     s = bpy.context.scene.nabla_r2d3
     req = generate.GenerateRequest.from_settings(s, prompt="a torus", count=2, seed=3)
     params = generate.generate_params(req, prefs, Path("/tmp/out"))
-    assert params == {"prompt": "a torus", "count": 2, "seed": 3, "steps": 4, "scheduler": "ddim", "out_dir": "/tmp/out"}
+    assert params == {"prompt": "a torus", "count": 2, "seed": 3, "steps": 4, "scheduler": "ddim", "out_dir": "/tmp/out",
+                      "device": "auto"}  # Automatic: the engine picks CUDA, then MPS, then CPU
     s.use_guidance, s.guidance = True, 4.5
     prefs.device = "CPU"
     try:

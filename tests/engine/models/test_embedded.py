@@ -46,3 +46,15 @@ def test_generated_assets_follow_their_prompts(model):
     reports = [evaluate(a.mesh, a.prompt) for a in result.assets]
     assert sum(r.colour_ok for r in reports) >= 7, [(r.prompt.text, r.colour) for r in reports]
     assert sum(r.shape_ok for r in reports) >= 6, [(r.prompt.text, r.shape) for r in reports]
+
+
+def test_auto_device_resolves_to_an_available_one():
+    import torch
+
+    from engine.models import load_model, resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    model = load_model("embedded", device="auto")
+    assert next(model.denoiser.parameters()).device.type == expected
