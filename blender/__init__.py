@@ -6,6 +6,7 @@
 * :mod:`.engine_python`: which Python runs the worker, and the environment it gets.
 * :mod:`.jobs`: the job manager: one worker subprocess, a queue, a main-thread timer that applies results.
 * :mod:`.adapters`, :mod:`.generate`, :mod:`.align`: the jobs' settings -> params, results -> data.
+* :mod:`.preview_object`: an align job's live preview mesh object in the scene.
 * :mod:`.thumbnails`, :mod:`.lifecycle`: preview icons; what register/unregister start and stop.
 
 Nothing here imports the engine except ``engine.worker.client`` / ``engine.worker.protocol`` (torch-free).

@@ -14,7 +14,8 @@ The result (the job's report) names its files relative to ``out_dir`` under ``fi
 (a peft adapter folder), ``reward_curve``, ``log``, ``before``, ``after``; an ``adapter_path`` key
 (absolute) is accepted too. The adapter folder is copied into the adapters folder under a new name,
 with the curve, the before/after sheets, the log and a ``nabla_r2d3.json`` describing the run, and
-selected for Generate.
+selected for Generate. While it trains, the ``.npz`` previews the worker sends update one preview
+object in the scene (:mod:`.preview_object`), next to the 3D cursor as it was when the job was made.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import bpy
 from . import paths
 from .generate import JobSetupError, device_params
 from .jobs import Job
+from .preview_object import PreviewObject
 
 
 def split_prompts(text: str) -> list[str]:
@@ -199,4 +201,7 @@ def make_job(context, prefs) -> Job:
     def make_applier(data: dict) -> AlignApplier:
         return AlignApplier(data, prefs, scene_name, name, meta, out_dir)
 
-    return Job("align", params, f"Align '{name}' ({params['reward']}, {params['method']})", job_dir, make_applier)
+    job = Job("align", params, f"Align '{name}' ({params['reward']}, {params['method']})", job_dir, make_applier)
+    # The worker sends a preview mesh every few rounds: one object next to the 3D cursor shows it.
+    job.preview_object = PreviewObject.for_scene(context.scene, name)
+    return job

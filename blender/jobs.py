@@ -13,6 +13,11 @@ and applies a finished job's result a slice at a time (one asset per slice, with
 * Cancel: the worker is asked to stop the job; if it has not confirmed within
   :data:`CANCEL_GRACE_S` the worker process is stopped. Either way the job folder is deleted and
   nothing of the job reaches the scene.
+* Previews: a ``.png`` goes to the Previews panel (a "curve" one to the live reward curve); a
+  ``.npz`` mesh replaces the mesh of the job's one preview object in the scene
+  (:mod:`.preview_object`, no undo step). A preview that cannot be shown is an error line in the
+  Jobs panel, never the job's failure. Cancel or error removes the preview object, like everything
+  else of the job; a finished job leaves it showing the last preview.
 * A crash of the worker (or a message saying the job failed) becomes an error in the Jobs panel;
   the scene is untouched and the next job starts a fresh worker.
 * In background Blender (``bpy.app.background``), where timers do not run while a script holds the
@@ -38,6 +43,7 @@ import bpy
 
 from ..preferences import get_preferences
 from . import engine_python, paths
+from .preview_object import PreviewObject
 
 POLL_INTERVAL_S = 0.1  # timer period while a job runs: progress feels live, costs ~nothing
 APPLY_BUDGET_S = 0.04  # main-thread time one tick may spend applying a result
@@ -70,6 +76,9 @@ class Job:
     job_dir: Path | None
     make_applier: Callable[[dict], Applier]
     on_preview: Callable[[str, str], None] | None = None
+    # where .npz previews go; None: made on the first one, next to the current scene's 3D cursor
+    preview_object: PreviewObject | None = None
+    preview_error: str = ""  # the Jobs panel error a failed preview set (cleared when the job ends)
     id: str | None = None
     started_at: float = 0.0
     cancel_at: float | None = None
@@ -282,9 +291,14 @@ class JobManager:
                 self.message = str(msg.get("message", ""))
                 job.history.append((time.perf_counter(), self.fraction))
         elif kind == "preview":
+            path, label = str(msg.get("path", "")), str(msg.get("label", ""))
             if job.on_preview is not None and job.cancel_at is None:
-                job.on_preview(str(msg.get("path", "")), str(msg.get("label", "")))
-            self._add_preview(job, str(msg.get("path", "")), str(msg.get("label", "")))
+                job.on_preview(path, label)
+            if path.lower().endswith(".npz"):
+                if job.cancel_at is None:  # a cancelled job's preview object is about to go
+                    self._update_preview_object(job, path, label)
+            else:
+                self._add_preview(job, path, label)
         elif kind == "result":
             if job.cancel_at is not None:
                 self._end(job, "cancelled", "Cancelled")
@@ -336,6 +350,13 @@ class JobManager:
         if self.active is job:
             self.active, self.applier = None, None
         job.outcome, job.message = outcome, job.message or message
+        if job.preview_error and self.last_error == job.preview_error:
+            self.last_error = ""  # the outcome below says what matters now
+        if outcome != "done" and job.preview_object is not None:
+            try:
+                job.preview_object.remove()
+            except Exception:  # noqa: BLE001 - a leftover preview is no reason to fail the ending
+                traceback.print_exc()
         if outcome in ("cancelled", "error"):
             self._cleanup_dir(job)
         self.fraction, self.message = 0.0, ""
@@ -384,6 +405,21 @@ class JobManager:
             return
         if not bpy.app.timers.is_registered(self.timer_function):
             bpy.app.timers.register(self.timer_function, first_interval=0.0, persistent=True)
+
+    def _update_preview_object(self, job: Job, path: str, label: str) -> None:
+        """Show the mesh ``path`` as the job's preview object; a failure becomes an error line."""
+        try:
+            if job.preview_object is None:
+                job.preview_object = PreviewObject.for_scene(bpy.context.scene)
+            job.preview_object.update(path, label)
+        except Exception as exc:  # noqa: BLE001 - a bad preview must not stop the job (or the timer)
+            traceback.print_exc()
+            job.preview_error = f"Preview mesh {Path(path).name} not shown: {exc}"
+            self.last_error = job.preview_error
+            return
+        if job.preview_error and self.last_error == job.preview_error:
+            self.last_error = ""  # a later preview worked
+        job.preview_error = ""
 
     def _add_preview(self, job: Job, path: str, label: str) -> None:
         state = _state()

@@ -4,7 +4,10 @@ write the adapter, the log, plots, before/after sheets and a JSON report.
 
 Files in ``out_dir``: ``adapter/`` (peft folder), ``log.jsonl`` (one line per round),
 ``reward_curve.png``, ``before.png`` / ``after.png`` (the same held-out prompt/seed pairs),
-``report.json``; ``checkpoint.pt`` while the run is going (kept for resuming).
+``report.json``; ``checkpoint.pt`` while the run is going (kept for resuming); ``previews/``: every
+``preview_every`` rounds the current model's asset for the first held-out prompt, as ``.npz`` mesh
+and ``.png`` thumbnail, both announced through the ``preview`` callback (the Blender layer shows the
+mesh as a preview object in the scene and the PNG in its Previews panel).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..fileio import write_json
-from ..imaging import contact_sheet, line_plot, save_png
+from ..imaging import contact_sheet, line_plot, save_png, to_pil
 from ..render import render
 from ..render.cameras import OrbitConfig, orbit_cameras
 from ..render.volume import VolumeRenderConfig
@@ -57,6 +60,7 @@ class AlignJob:
     seed: int = 0
     device: str = "cpu"
     resume: bool = True
+    preview_every: int = 5  # rounds between preview meshes/thumbnails of the current model (0: none)
     extra: dict = field(default_factory=dict)  # any other AlignConfig field
 
     @classmethod
@@ -128,6 +132,19 @@ def _sheet(model, latents, prompts, seeds, rewards):
     return contact_sheet(thumbnails(model, latents), labels, columns=min(4, len(prompts)))
 
 
+@torch.no_grad()
+def write_preview(model, sampler: SamplerConfig, prompt: str, seed: int, folder: Path, step: int) -> list[tuple[Path, str]]:
+    """The current model's asset for one held-out (prompt, seed): a mesh (``.npz``, the Blender
+    layer's format, for a preview object in the scene) and a thumbnail PNG. Returns (path, label)s."""
+    from ..geometry.mesh import save_npz
+
+    latents = sample(model, [prompt], [seed], sampler).latents
+    label = f"{prompt} #{seed - EVAL_SEED_BASE} after round {step}"
+    png = save_png(to_pil(thumbnails(model, latents)[0]), folder / f"round_{step:04d}.png")
+    npz = save_npz(model.latents_to_meshes(latents)[0], folder / f"round_{step:04d}.npz")
+    return [(png, label), (npz, label)]
+
+
 def reward_curve(log: list[dict], before: torch.Tensor, after: torch.Tensor | None, title: str):
     pts = [(r["step"], r["reward_mean"]) for r in log]
     band = [(r["step"], r["reward_mean"] - r["reward_std"], r["reward_mean"] + r["reward_std"]) for r in log]
@@ -177,6 +194,9 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
             save_png(reward_curve(aligner.history, base_rewards, None, f"{config.method} on {job.reward}"), curve)
             if preview is not None:
                 preview(str(curve), f"reward curve after round {record.step}")
+        if preview is not None and job.preview_every > 0 and record.step % job.preview_every == 0:
+            for path, label in write_preview(model, sampler, eval_prompts[0], eval_seeds[0], out / "previews", record.step):
+                preview(str(path), label)
 
     log = aligner.run(progress=on_step, should_cancel=should_cancel)
     train_s = time.perf_counter() - t_start

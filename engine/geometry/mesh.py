@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import write_bytes
+from ..fileio import atomic_write, write_bytes
 
 # Z-up (engine) -> Y-up (glTF/OBJ): rotate -90 degrees about X, i.e. (x, y, z) -> (x, z, -y).
 _Z_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64)
@@ -144,3 +144,18 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
     if suffix == ".glb":
         colors = linear_to_srgb(colors)
     return Mesh(vertices, np.asarray(loaded.faces), colors)
+
+
+def save_npz(mesh: Mesh, path: str | os.PathLike) -> Path:
+    """The mesh for Blender, written atomically: vertices float32 (N, 3) Z-up world units, faces
+    int32 (M, 3), colors float32 (N, 4) *linear* RGBA (alpha 1), what a FLOAT_COLOR attribute's
+    ``color`` takes, and ``color_space = "linear"``."""
+    linear = srgb_to_linear(mesh.colors).astype(np.float32).reshape(-1, 3)
+    rgba = np.concatenate([linear, np.ones((len(linear), 1), np.float32)], 1)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, vertices=mesh.vertices.astype(np.float32).reshape(-1, 3),
+                     faces=mesh.faces.astype(np.int32).reshape(-1, 3), colors=rgba, color_space=np.array("linear"))
+
+    return atomic_write(path, write)

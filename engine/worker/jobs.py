@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..data.grammar import parse_prompt
+from ..geometry.mesh import save_npz
 from ..sampling.sampler import Cancelled, SamplerConfig
 from . import protocol
 from .protocol import BadInput
@@ -246,23 +245,6 @@ def _slug(prompt: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_") or "asset"
 
 
-def save_npz(mesh, path: Path) -> None:
-    """The mesh for Blender: vertices float32 (N, 3) Z-up world units, faces int32 (M, 3),
-    colors float32 (N, 4) *linear* RGBA (alpha 1), what a FLOAT_COLOR attribute's ``color`` takes."""
-    from ..geometry.mesh import srgb_to_linear
-
-    linear = srgb_to_linear(mesh.colors).astype(np.float32).reshape(-1, 3)
-    rgba = np.concatenate([linear, np.ones((len(linear), 1), np.float32)], 1)
-    with open(path, "wb") as f:
-        np.savez(
-            f,
-            vertices=mesh.vertices.astype(np.float32).reshape(-1, 3),
-            faces=mesh.faces.astype(np.int32).reshape(-1, 3),
-            colors=rgba,
-            color_space=np.array("linear"),
-        )
-
-
 def _commit_dir(staging: Path, out_dir: Path) -> None:
     """Move the finished staging folder to ``out_dir`` in one rename (``out_dir`` absent or empty)."""
     if out_dir.exists():
@@ -272,7 +254,7 @@ def _commit_dir(staging: Path, out_dir: Path) -> None:
 
 def run_generate(params: dict, ctx: JobContext) -> dict:
     """Sample ``count`` assets for one prompt and write, into ``out_dir``, per asset
-    ``<slug>_seed<N>.npz`` (see :func:`save_npz`) and ``<slug>_seed<N>.glb``, plus ``manifest.json``.
+    ``<slug>_seed<N>.npz`` (see :func:`engine.geometry.mesh.save_npz`) and ``<slug>_seed<N>.glb``, plus ``manifest.json``.
 
     Files are written into a hidden staging folder beside ``out_dir`` and renamed to ``out_dir``
     only when everything succeeded: a cancelled or failed job leaves nothing behind.

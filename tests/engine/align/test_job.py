@@ -1,5 +1,8 @@
 """The alignment job and its command line, end to end on the embedded model at toy size."""
 import json
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -22,7 +25,7 @@ def _params(out, **kw):
 @pytest.mark.parametrize("method", ["nabla", "ddpo"])
 def test_job_writes_adapter_log_plots_and_report(tmp_path, method):
     seen, previews = [], []
-    report = run_alignment(_params(tmp_path / "run", method=method), progress=lambda f, m: seen.append(f),
+    report = run_alignment(_params(tmp_path / "run", method=method, preview_every=1), progress=lambda f, m: seen.append(f),
                            preview=lambda p, label: previews.append(p))
     out = tmp_path / "run"
     for name in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "log.jsonl", "reward_curve.png",
@@ -33,7 +36,12 @@ def test_job_writes_adapter_log_plots_and_report(tmp_path, method):
     assert set(on_disk["reward_before"]) == {"mean", "std"}
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
     assert seen == sorted(seen) and seen[-1] == 1.0
-    assert previews and all(p.endswith("reward_curve.png") for p in previews)
+    assert any(p.endswith("reward_curve.png") for p in previews)
+    meshes = [p for p in previews if p.endswith(".npz")]
+    assert [Path(p).name for p in meshes] == ["round_0001.npz", "round_0002.npz"]  # one per round, in the scene's format
+    with np.load(meshes[-1]) as f:
+        assert f["vertices"].shape[1] == 3 and f["faces"].dtype == np.int32 and f["colors"].shape[1] == 4
+    assert all(Path(p).is_file() for p in previews)
     assert report["reward_after"] == on_disk["reward_after"]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.data.grammar import COLOURS, SHAPES, PromptError
-from engine.geometry.mesh import Mesh, srgb_to_linear
+from engine.geometry.mesh import Mesh, save_npz, srgb_to_linear
 from engine.sampling.sampler import Cancelled
 from engine.worker import jobs
 from engine.worker.jobs import GenerateParams, JobContext, ModelCache
@@ -91,7 +91,7 @@ def test_check_cancel_raises_the_engine_cancelled():
 def test_npz_for_blender_holds_z_up_vertices_int32_faces_and_linear_rgba(tmp_path):
     rng = np.random.default_rng(0)
     mesh = Mesh(rng.normal(size=(5, 3)), [[0, 1, 2], [2, 3, 4]], rng.uniform(size=(5, 3)))
-    jobs.save_npz(mesh, tmp_path / "m.npz")
+    save_npz(mesh, tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz") as f:
         assert f["vertices"].dtype == np.float32 and np.array_equal(f["vertices"], mesh.vertices)
         assert f["faces"].dtype == np.int32 and f["faces"].tolist() == [[0, 1, 2], [2, 3, 4]]
