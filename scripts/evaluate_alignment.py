@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from engine.align.evaluation import accuracy, diversity, format_tables, frechet_distance, mean_std  # noqa: E402
-from engine.align.job import DEFAULT_BETA, AlignJob, run_alignment  # noqa: E402
+from engine.align.config import AlignConfig  # noqa: E402
+from engine.align.job import DEFAULT_BETA, DEFAULT_LR, AlignJob, run_alignment  # noqa: E402
 from engine.align.lora import load_adapter, remove_lora  # noqa: E402
 from engine.data.grammar import PromptError, parse_prompt  # noqa: E402
 from engine.fileio import atomic_write, write_bytes, write_json  # noqa: E402
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling-steps", type=int, default=20, help="DDIM steps (eta 1), training and evaluation")
     p.add_argument("--beta", action="append", default=[], metavar="REWARD=VALUE",
                    help=f"Nabla-R2D3 reward scale per reward (defaults: {', '.join(f'{k}={v:g}' for k, v in DEFAULT_BETA.items())})")
+    p.add_argument("--lr", action="append", default=[], metavar="METHOD=VALUE",
+                   help="learning rate per method (default: the alignment job's, 5e-3; refl and draft 5e-4)")
     p.add_argument("--seed", type=int, default=0, help="training seed, shared by every method")
     p.add_argument("--critic-weights", type=Path, default=None, help="critic .safetensors for the metrics (default: the shipped one)")
     # One thread by default: on the shared 2-core development machine a nabla round took 12-13 s with
@@ -124,6 +127,7 @@ class Settings:
     views: int
     sampling_steps: int
     betas: dict[str, float]
+    lrs: dict[str, float]
     seed: int
     critic_weights: Path | None
     threads: int
@@ -185,11 +189,20 @@ def parse_settings(argv: list[str]) -> Settings:
             betas[key.strip()] = float(value)
         except ValueError:
             raise UsageError(f"bad --beta {item!r}: {value!r} is not a number") from None
+    lrs = {}
+    for item in args.lr:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in methods:
+            raise UsageError(f"bad --lr {item!r}: expected METHOD=VALUE with METHOD one of {', '.join(methods)}")
+        try:
+            lrs[key.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"bad --lr {item!r}: {value!r} is not a number") from None
     exe = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
     return Settings(
         out=args.out, rewards=rewards, methods=methods, rounds=args.rounds, trajectories=args.trajectories,
         eval_seeds=args.eval_seeds, prompts=list(args.prompts), resolution=args.render_resolution,
-        render_samples=args.render_samples, views=args.views, sampling_steps=args.sampling_steps, betas=betas,
+        render_samples=args.render_samples, views=args.views, sampling_steps=args.sampling_steps, betas=betas, lrs=lrs,
         seed=args.seed, critic_weights=args.critic_weights, threads=args.threads,
         command=shlex.join([exe, COMMAND, *argv]),
     )
@@ -318,6 +331,7 @@ def job_params(settings: Settings, reward: str, method: str, folder: Path) -> di
         "prompts": list(settings.prompts),
         "eval_seeds": 1,  # the job's own before/after check; the table's measurement is ours
         "beta": settings.betas.get(reward),
+        "lr": settings.lrs.get(method),
         "trajectories": settings.trajectories,
         "seed": settings.seed,
         "resume": True,
@@ -431,7 +445,10 @@ def _notes(settings: Settings, critic_source: str | None) -> list[str]:
     if "critic" in settings.rewards:
         notes.append("For the critic reward, critic accuracy is measured by the reward itself; the geometric judge is the independent check.")
     betas = {r: settings.betas.get(r, DEFAULT_BETA.get(r, 1e3)) for r in settings.rewards}
-    notes.append("Nabla-R2D3 beta: " + ", ".join(f"{r} {b:g}" for r, b in betas.items()) + "; every other setting is AlignConfig's default.")
+    lrs = {m: settings.lrs.get(m, DEFAULT_LR.get(m, AlignConfig.lr)) for m in settings.methods if m != "base"}
+    notes.append("Nabla-R2D3 beta: " + ", ".join(f"{r} {b:g}" for r, b in betas.items())
+                 + "; learning rates: " + ", ".join(f"{m} {v:g}" for m, v in lrs.items())
+                 + "; every other setting is AlignConfig's default.")
     return notes
 
 
