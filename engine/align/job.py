@@ -11,6 +11,7 @@ mesh as a preview object in the scene and the PNG in its Previews panel).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -102,19 +103,11 @@ def _is_number(text: str) -> bool:
 def evaluate(model, objective: RenderedReward, prompts: list[str], seeds: list[int], sampler: SamplerConfig,
              base: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample (prompt, seed) pairs and score them from fixed cameras: latents (N, *L), rewards (N,)."""
-    with lora_disabled(model) if base else _null():
+    with lora_disabled(model) if base else contextlib.nullcontext():
         latents = sample(model, prompts, seeds, sampler).latents
     views = orbit_cameras(dataclasses.replace(objective.orbit, random_azimuth=False, elevation_jitter=0.0, azimuth_offset=30.0))
     rewards = torch.cat([objective(latents[i:i + 8], prompts[i:i + 8], views) for i in range(0, len(prompts), 8)])
     return latents, rewards
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 @torch.no_grad()
