@@ -287,6 +287,7 @@ def cmd_align(args) -> int:
     import torch
 
     from .align.job import run_alignment
+    from .align.trainer import init_distributed, shutdown_distributed
     from .rewards.registry import build_reward_expression, parse_option_assignments
 
     prompts = args.prompt or None
@@ -305,7 +306,13 @@ def cmd_align(args) -> int:
                         "sampler": {"steps": args.sampling_steps}}}
     if prompts:
         params["prompts"] = prompts
-    report = run_alignment(params, progress=_Progress())
+    rank, _ = init_distributed(args.device)  # several processes under torchrun (DDP); a no-op otherwise
+    try:
+        report = run_alignment(params, progress=_Progress() if rank == 0 else None)
+    finally:
+        shutdown_distributed()
+    if rank != 0:
+        return 0
     print(file=sys.stderr)
     before, after = report["reward_before"], report["reward_after"]
     print(f"{report['method']} on {report['reward']}: held-out reward {before['mean']:.4f} ± {before['std']:.4f} -> "

@@ -30,7 +30,7 @@ from ..sampling.sampler import SamplerConfig, sample
 from .config import AlignConfig
 from .lora import lora_disabled
 from .objective import RenderedReward
-from .trainer import Aligner
+from .trainer import Aligner, _world
 
 # Reward scales for the embedded model (docs/alignment.md: an "oracle" sampler that adds the ideal
 # forward target to each DDIM step changes palette rewards visibly from beta ~ 1e3 on).
@@ -169,6 +169,7 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     objective = RenderedReward(model, reward, config.orbit, config.render, config.image_noise)
     say = progress or (lambda f, m: None)
     t_start = time.perf_counter()
+    writer = _world()[0] == 0  # under torchrun only rank 0 writes files; every rank trains
 
     aligner = Aligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume)
     sampler = config.sampler.for_model(model)
@@ -176,13 +177,16 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     eval_seeds = [EVAL_SEED_BASE + i for _ in job.prompts for i in range(job.eval_seeds)]
     say(0.0, "scoring the base model on held-out seeds")
     base_latents, base_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler, base=True)
-    out.mkdir(parents=True, exist_ok=True)
-    save_png(_sheet(model, base_latents, eval_prompts, eval_seeds, base_rewards), out / "before.png")
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        save_png(_sheet(model, base_latents, eval_prompts, eval_seeds, base_rewards), out / "before.png")
 
     curve = out / "reward_curve.png"
 
     def on_step(record) -> None:
         say(0.05 + 0.9 * record.step / max(config.steps, 1), f"round {record.step}/{config.steps}: reward {record.reward_mean:.4f} ({record.time_s:.1f} s)")
+        if not writer:
+            return
         if record.step % 5 == 0 or record.step == config.steps:
             save_png(reward_curve(aligner.history, base_rewards, None, f"{config.method} on {job.reward}"), curve)
             if preview is not None:
@@ -193,11 +197,13 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
 
     log = aligner.run(progress=on_step, should_cancel=should_cancel)
     train_s = time.perf_counter() - t_start
-    adapter = aligner.save_adapter(out / "adapter", {"reward": job.reward, "prompts": job.prompts})
     say(0.97, "scoring the finetuned model on the same held-out seeds")
     tuned_latents, tuned_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler)
-    save_png(_sheet(model, tuned_latents, eval_prompts, eval_seeds, tuned_rewards), out / "after.png")
-    save_png(reward_curve(log, base_rewards, tuned_rewards, f"{config.method} on {job.reward}"), curve)
+    adapter = out / "adapter"
+    if writer:
+        aligner.save_adapter(adapter, {"reward": job.reward, "prompts": job.prompts})
+        save_png(_sheet(model, tuned_latents, eval_prompts, eval_seeds, tuned_rewards), out / "after.png")
+        save_png(reward_curve(log, base_rewards, tuned_rewards, f"{config.method} on {job.reward}"), curve)
     step_times = [r["time_s"] for r in log]
     report = {
         "model": model.name,
@@ -214,6 +220,7 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
         "files": {"adapter": adapter.name, "log": "log.jsonl", "reward_curve": curve.name, "before": "before.png", "after": "after.png"},
         "config": json.loads(json.dumps(config.to_dict())),
     }
-    write_json(out / "report.json", report)
+    if writer:
+        write_json(out / "report.json", report)
     say(1.0, f"reward {report['reward_before']['mean']:.4f} -> {report['reward_after']['mean']:.4f}")
     return report

@@ -63,6 +63,13 @@ def init_distributed(device: str | torch.device = "cpu") -> tuple[int, int]:
     return _world()
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group (without this, gloo aborts the process at exit)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
