@@ -26,10 +26,11 @@ from typing import Iterable, Sequence
 import bpy
 import numpy as np
 
+from ..engine.geometry.blender_mesh import COLOR_SPACES, new_mesh
+
 ATTRIBUTE = "Color"
 MATERIAL_NAME = "Nabla-R2D3 Vertex Colour"
 _MATERIAL_TAG = "nabla_r2d3_vertex_colour"  # custom property that marks our material
-COLOR_SPACES = ("SRGB", "LINEAR")
 
 
 class MeshFileError(ValueError):
@@ -125,24 +126,7 @@ def vertex_colour_material() -> bpy.types.Material:
 
 def build_mesh(name: str, arrays: MeshArrays) -> bpy.types.Mesh:
     """A mesh datablock from ``arrays`` (smooth shaded, colour attribute :data:`ATTRIBUTE`)."""
-    verts, faces = arrays.vertices, arrays.faces
-    me = bpy.data.meshes.new(name)
-    me.vertices.add(len(verts))
-    me.vertices.foreach_set("co", verts.ravel())
-    me.loops.add(faces.size)
-    me.loops.foreach_set("vertex_index", faces.ravel())
-    me.polygons.add(len(faces))
-    me.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
-    col = me.color_attributes.new(ATTRIBUTE, "BYTE_COLOR", "POINT")
-    # BYTE_COLOR stores sRGB bytes; "color_srgb" writes display values as they are, "color" converts
-    # scene-linear values, so either input lands unchanged in what the viewer sees.
-    col.data.foreach_set("color_srgb" if arrays.color_space == "SRGB" else "color", arrays.rgba.ravel())
-    me.color_attributes.active_color_name = ATTRIBUTE
-    me.color_attributes.render_color_index = me.color_attributes.active_color_index
-    me.update(calc_edges=True)
-    me.validate(clean_customdata=False)
-    me.shade_smooth()  # marching-cubes surfaces are smooth; flat shading shows every triangle
-    return me
+    return new_mesh(bpy, name, arrays.vertices, arrays.faces, arrays.rgba, ATTRIBUTE, arrays.color_space)
 
 
 def new_collection(scene: bpy.types.Scene, name: str, parent: bpy.types.Collection | None = None) -> bpy.types.Collection:

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Nabla-R2D3 reward scale per reward (defaults: {', '.join(f'{k}={v:g}' for k, v in DEFAULT_BETA.items())})")
     p.add_argument("--lr", action="append", default=[], metavar="METHOD=VALUE",
                    help="learning rate per method (default: the alignment job's, 5e-3; refl and draft 5e-4)")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE", dest="overrides",
+                   help="any other AlignConfig field for one method, e.g. nabla.clip_reward_grad=1.0 (JSON values)")
     p.add_argument("--seed", type=int, default=0, help="training seed, shared by every method")
     p.add_argument("--critic-weights", type=Path, default=None, help="critic .safetensors for the metrics (default: the shipped one)")
     # One thread by default: on the shared 2-core development machine a nabla round took 12-13 s with
@@ -128,6 +130,7 @@ class Settings:
     sampling_steps: int
     betas: dict[str, float]
     lrs: dict[str, float]
+    overrides: dict[str, dict]  # method -> AlignConfig fields
     seed: int
     critic_weights: Path | None
     threads: int
@@ -198,14 +201,34 @@ def parse_settings(argv: list[str]) -> Settings:
             lrs[key.strip()] = float(value)
         except ValueError:
             raise UsageError(f"bad --lr {item!r}: {value!r} is not a number") from None
+    overrides = _parse_overrides(args.overrides, methods)
     exe = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
     return Settings(
         out=args.out, rewards=rewards, methods=methods, rounds=args.rounds, trajectories=args.trajectories,
         eval_seeds=args.eval_seeds, prompts=list(args.prompts), resolution=args.render_resolution,
         render_samples=args.render_samples, views=args.views, sampling_steps=args.sampling_steps, betas=betas, lrs=lrs,
+        overrides=overrides,
         seed=args.seed, critic_weights=args.critic_weights, threads=args.threads,
         command=shlex.join([exe, COMMAND, *argv]),
     )
+
+
+def _parse_overrides(items: list[str], methods: list[str]) -> dict[str, dict]:
+    """``["nabla.clip_reward_grad=1.0"]`` -> ``{"nabla": {"clip_reward_grad": 1.0}}`` (values as JSON, else text)."""
+    fields = {f.name for f in dataclasses.fields(AlignConfig)} - {"method", "steps", "seed", "sampler", "orbit", "render"}
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not sep or not dot or method not in methods or name not in fields:
+            raise UsageError(f"bad --set {item!r}: expected METHOD.FIELD=VALUE with METHOD one of {', '.join(methods)} "
+                             f"and FIELD an AlignConfig field ({', '.join(sorted(fields))})")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(method, {})[name] = parsed
+    return out
 
 
 # --- measuring a set of samples -----------------------------------------------------------------------
@@ -339,6 +362,7 @@ def job_params(settings: Settings, reward: str, method: str, folder: Path) -> di
             "sampler": {"steps": settings.sampling_steps},
             "render": {"resolution": settings.resolution, "samples": settings.render_samples},
             "orbit": {"views": settings.views, "random_azimuth": True, "elevation_jitter": 5.0},
+            **settings.overrides.get(method, {}),
         },
     }
 
@@ -448,6 +472,7 @@ def _notes(settings: Settings, critic_source: str | None) -> list[str]:
     lrs = {m: settings.lrs.get(m, DEFAULT_LR.get(m, AlignConfig.lr)) for m in settings.methods if m != "base"}
     notes.append("Nabla-R2D3 beta: " + ", ".join(f"{r} {b:g}" for r, b in betas.items())
                  + "; learning rates: " + ", ".join(f"{m} {v:g}" for m, v in lrs.items())
+                 + "".join(f"; {m} " + ", ".join(f"{k} {v}" for k, v in o.items()) for m, o in settings.overrides.items())
                  + "; every other setting is AlignConfig's default.")
     return notes
 

@@ -1,10 +1,14 @@
 """Measure the embedded model on every colour x shape prompt with the geometric judge.
 
     .venv/bin/python scripts/evaluate_embedded.py [--seeds 4] [--out docs/embedded_model_eval.md]
+    .venv/bin/python scripts/evaluate_embedded.py --first-seed 5000 --guidance 2 3 4 5 6 8 12   # a sweep
 
-Generates ``--seeds`` assets for each of the 48 colour x shape prompts (20 DDIM steps, the CLI's
-default guidance), judges shape and colour of each exported mesh with ``engine.geometry.evaluate``
-(pure geometry, no network), prints and writes the accuracies and both confusion matrices.
+Generates ``--seeds`` assets for each of the 48 colour x shape prompts (20 DDIM steps, the model's
+default guidance unless ``--guidance`` says otherwise), judges shape and colour of each exported
+mesh with ``engine.geometry.evaluate`` (pure geometry, no network) and counts meshes with floaters
+(more than one connected component). One guidance value: prints (and writes) accuracies and both
+confusion matrices. Several: prints one row per value. Tune on seeds other than the held-out
+default (``--first-seed 5000``), then report on the default seeds.
 """
 from __future__ import annotations
 
@@ -25,39 +29,37 @@ from engine.pipeline import generate  # noqa: E402
 from engine.sampling.sampler import SamplerConfig  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--first-seed", type=int, default=1000, help="held out: training never sees sampler seeds")
-    parser.add_argument("--guidance", type=float, default=None, help="default: the model's default_guidance")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--eta", type=float, default=1.0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="also write the report as Markdown")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    model = load_model("embedded")
+def measure(model, args, guidance: float | None) -> dict:
+    """Generate and judge the 48 x ``args.seeds`` assets at ``guidance``; accuracies, matrices, floaters."""
     prompts = [p.text for p in all_colour_shape_prompts() for _ in range(args.seeds)]
     seeds = [args.first_seed + i for _ in all_colour_shape_prompts() for i in range(args.seeds)]
-    sampler = SamplerConfig(steps=args.steps, guidance=args.guidance, eta=args.eta).for_model(model)
+    sampler = SamplerConfig(steps=args.steps, guidance=guidance, eta=args.eta).for_model(model)
     t0 = time.perf_counter()
     result = generate(model, prompts, seeds, sampler)
     gen_s = time.perf_counter() - t0
     reports = [evaluate(a.mesh, a.prompt) for a in result.assets]
-    shapes = confusion_matrix((r.prompt.shape, r.shape) for r in reports)
-    colours = confusion_matrix(((r.prompt.colour, r.colour) for r in reports), labels=tuple(COLOURS))
-    lines = [
+    floaters = sum(len(a.mesh.to_trimesh().split(only_watertight=False)) > 1 for a in result.assets if not a.mesh.is_empty)
+    return {
+        "guidance": sampler.guidance, "reports": reports, "seconds_per_asset": gen_s / len(reports), "floaters": floaters,
+        "shapes": confusion_matrix((r.prompt.shape, r.shape) for r in reports),
+        "colours": confusion_matrix(((r.prompt.colour, r.colour) for r in reports), labels=tuple(COLOURS)),
+    }
+
+
+def report(m: dict, args) -> str:
+    shapes, colours, reports = m["shapes"], m["colours"], m["reports"]
+    return "\n".join([
         "# Embedded model: prompt fidelity",
         "",
         f"Command: `.venv/bin/python scripts/evaluate_embedded.py --seeds {args.seeds}` "
         f"({len(reports)} assets: 48 colour x shape prompts x {args.seeds} seeds from {args.first_seed}; "
-        f"{args.steps} DDIM steps, guidance {sampler.guidance}).",
+        f"{args.steps} DDIM steps, guidance {m['guidance']:g}).",
         "",
         f"- shape accuracy: **{shapes.accuracy * 100:.1f}%** ({shapes.correct}/{shapes.total})",
         f"- colour accuracy: **{colours.accuracy * 100:.1f}%** ({colours.correct}/{colours.total})",
         f"- both right: {sum(r.ok for r in reports)}/{len(reports)}",
-        f"- generation incl. mesh extraction: {gen_s / len(reports):.3f} s per asset (batch 8)",
+        f"- meshes with floaters (more than one connected component): {m['floaters']}/{len(reports)}",
+        f"- generation incl. mesh extraction: {m['seconds_per_asset']:.3f} s per asset (batch 8)",
         "",
         "Shape confusion (rows: prompted, columns: judged)",
         "",
@@ -67,8 +69,38 @@ def main() -> None:
         "",
         format_confusion_matrix(colours),
         "",
-    ]
-    text = "\n".join(lines)
+    ])
+
+
+def sweep_table(rows: list[dict], args) -> str:
+    n = 48 * args.seeds
+    values = " ".join(f"{r['guidance']:g}" for r in rows)
+    lines = [f"Guidance sweep: `.venv/bin/python scripts/evaluate_embedded.py --seeds {args.seeds} --first-seed {args.first_seed} "
+             f"--guidance {values}` ({n} assets per value)", "",
+             "| guidance | shape | colour | both | floaters |", "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        both = sum(x.ok for x in r["reports"])
+        lines.append(f"| {r['guidance']:g} | {r['shapes'].accuracy * 100:.1f}% | {r['colours'].accuracy * 100:.1f}% "
+                     f"| {both / n * 100:.1f}% | {r['floaters']}/{n} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--first-seed", type=int, default=1000, help="held out: training never sees sampler seeds")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[None],
+                        help="one value or several (a sweep); default: the model's default_guidance")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--eta", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="also write the report as Markdown")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = load_model("embedded")
+    rows = [measure(model, args, g) for g in args.guidance]
+    text = report(rows[0], args) if len(rows) == 1 else sweep_table(rows, args)
     print(text)
     if args.out:
         write_bytes(args.out, text.encode())

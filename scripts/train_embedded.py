@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/train_embedded.py [--seed 0] [--out engine/models/embedded/weights]
 
-Reproduces the committed weights (same seed, same thread count) in about 35 minutes on 2 CPU cores.
+Reproduces the committed weights bit for bit (same seed, same thread count) in 74 minutes on 2 idle
+CPU cores (docs/training/README.md has the log and the stage times).
 """
 from __future__ import annotations
 

@@ -26,11 +26,12 @@ from ..imaging import contact_sheet, line_plot, save_png, to_pil
 from ..render import render
 from ..render.cameras import OrbitConfig, orbit_cameras
 from ..render.volume import VolumeRenderConfig
+from ..rewards.registry import parse_reward_expression
 from ..sampling.sampler import SamplerConfig, sample
 from .config import AlignConfig
 from .lora import lora_disabled
 from .objective import RenderedReward
-from .trainer import Aligner, _world
+from .trainer import Aligner, world
 
 # Reward scales for the embedded model (docs/alignment.md: an "oracle" sampler that adds the ideal
 # forward target to each DDIM step changes palette rewards visibly from beta ~ 1e3 on).
@@ -75,9 +76,9 @@ class AlignJob:
         return cls(**params)
 
     def config(self) -> AlignConfig:
-        first = self.reward.replace("*", " ").replace("+", " ").split()
-        names = [w for w in first if not _is_number(w) and w != "-"]
-        beta = self.beta if self.beta is not None else DEFAULT_BETA.get(names[0] if names else "", 1e3)
+        # A weighted sum takes the default beta of its first term.
+        first = parse_reward_expression(self.reward)[0][1]
+        beta = self.beta if self.beta is not None else DEFAULT_BETA.get(first, 1e3)
         chosen = {"method": self.method, "steps": self.steps, "beta": beta, "seed": self.seed}
         if self.method in DEFAULT_LR:
             chosen["lr"] = DEFAULT_LR[self.method]
@@ -89,14 +90,6 @@ class AlignJob:
             if isinstance(extra.get(key), dict):
                 extra[key] = {"sampler": SamplerConfig, "orbit": OrbitConfig, "render": VolumeRenderConfig}[key](**extra[key])
         return AlignConfig(**{**chosen, **extra})
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 @torch.no_grad()
@@ -169,7 +162,7 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     objective = RenderedReward(model, reward, config.orbit, config.render, config.image_noise)
     say = progress or (lambda f, m: None)
     t_start = time.perf_counter()
-    writer = _world()[0] == 0  # under torchrun only rank 0 writes files; every rank trains
+    writer = world()[0] == 0  # under torchrun only rank 0 writes files; every rank trains
 
     aligner = Aligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume)
     sampler = config.sampler.for_model(model)

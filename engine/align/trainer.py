@@ -60,7 +60,7 @@ def init_distributed(device: str | torch.device = "cpu") -> tuple[int, int]:
         dist.init_process_group(backend)
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return _world()
+    return world()
 
 
 def shutdown_distributed() -> None:
@@ -70,7 +70,8 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _world() -> tuple[int, int]:
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside a process group."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -98,7 +99,7 @@ class Aligner:
         self.model, self.objective, self.prompts, self.config = model, objective, list(prompts), config
         self.config_sampler = config.sampler.for_model(model)
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.rank, self.world = _world()
+        self.rank, self.world = world()
         if self.world > 1 and config.flow_network:
             raise ValueError("the flow network needs double backward, which DDP does not support; run it in one process")
         if not has_lora(model):

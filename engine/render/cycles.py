@@ -52,6 +52,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..geometry.blender_mesh import new_mesh
 from ..geometry.mesh import srgb_to_linear
 from .cameras import Cameras, camera_to_world
 
@@ -279,29 +280,9 @@ def _build_material(bpy, created: list):
 
 
 def _build_object(bpy, mesh, material, created: list):
-    verts = np.ascontiguousarray(mesh.vertices, dtype=np.float32)
-    faces = np.ascontiguousarray(mesh.faces, dtype=np.int32)
-    me = bpy.data.meshes.new(_NAME)
+    rgba = np.concatenate([np.clip(mesh.colors, 0.0, 1.0), np.ones((len(mesh.vertices), 1))], 1)
+    me = new_mesh(bpy, _NAME, mesh.vertices, mesh.faces, rgba, _ATTRIBUTE, "SRGB")
     created.append(me)
-    me.vertices.add(len(verts))
-    me.vertices.foreach_set("co", verts.ravel())
-    me.loops.add(faces.size)
-    me.loops.foreach_set("vertex_index", faces.ravel())
-    me.polygons.add(len(faces))
-    me.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
-    rgba = np.concatenate([np.clip(mesh.colors, 0.0, 1.0), np.ones((len(verts), 1))], 1).astype(np.float32)
-    col = me.color_attributes.new(_ATTRIBUTE, "BYTE_COLOR", "POINT")
-    try:
-        col.data.foreach_set("color_srgb", rgba.ravel())
-    except (AttributeError, TypeError):  # pragma: no cover - Blender < 3.4: only linear ``color``
-        lin = np.concatenate([srgb_to_linear(rgba[:, :3]), rgba[:, 3:]], 1)
-        col.data.foreach_set("color", lin.astype(np.float32).ravel())
-    me.update(calc_edges=True)
-    me.validate(clean_customdata=False)
-    if hasattr(me, "shade_smooth"):
-        me.shade_smooth()
-    else:  # pragma: no cover - Blender < 4.1
-        me.polygons.foreach_set("use_smooth", np.ones(len(me.polygons), dtype=bool))
     me.materials.append(material)
     obj = bpy.data.objects.new(_NAME + "_mesh", me)
     created.append(obj)

@@ -219,6 +219,9 @@ class SampleConfig:
     views: int = 2
     resolution: int = 64
     steps: int = 20
+    # The committed critic saw samples at guidance 8, the model's default until its guidance sweep
+    # (docs/embedded_guidance_sweep.md) moved it to 4: pinned so the recipe still reproduces it.
+    guidance: float = 8.0
     batch: int = 16
     camera_seed: int = 0
     elevation: float = 20.0
@@ -236,7 +239,7 @@ def model_sample_set(model, cfg: SampleConfig, log: Log | None = None) -> Render
 
     jobs = [(p, s) for p in cfg.prompts for s in cfg.seeds]
     cam_gen = torch.Generator().manual_seed(cfg.camera_seed)
-    sampler = SamplerConfig(steps=cfg.steps).for_model(model)
+    sampler = SamplerConfig(steps=cfg.steps, guidance=cfg.guidance)
     rows: dict[str, list] = {k: [] for k in RenderSet.__dataclass_fields__}
     t0 = time.perf_counter()
     for start in range(0, len(jobs), cfg.batch):

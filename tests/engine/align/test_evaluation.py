@@ -215,6 +215,16 @@ def test_script_settings_defaults_and_overrides(tmp_path):
     assert {k: v for k, v in other.items() if k != "method"} == {k: v for k, v in params.items() if k != "method"}
 
 
+def test_script_set_reaches_one_methods_config_only(tmp_path):
+    script = _script()
+    s = script.parse_settings(["--out", str(tmp_path), "--rewards", "dnc", "--set", "nabla.clip_reward_grad=2.5",
+                               "--set", "nabla.reward_weighting=none"])
+    nabla = script.AlignJob.from_params(script.job_params(s, "dnc", "nabla", tmp_path / "n")).config()
+    refl = script.AlignJob.from_params(script.job_params(s, "dnc", "refl", tmp_path / "r")).config()
+    assert (nabla.clip_reward_grad, nabla.reward_weighting) == (2.5, "none")
+    assert (refl.clip_reward_grad, refl.reward_weighting) == (None, "sqrt")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "base", "sgd"], "unknown method"),
     (["--prompts", "a shiny cube"], "vocabulary"),
@@ -223,6 +233,8 @@ def test_script_settings_defaults_and_overrides(tmp_path):
     (["--rewards", "dnc", "--beta", "palette=3"], "bad --beta"),
     (["--rewards", "dnc", "--beta", "dnc=lots"], "not a number"),
     (["--rounds", "-1"], "--rounds"),
+    (["--set", "nabla.colour=3"], "bad --set"),
+    (["--methods", "base", "refl", "--set", "nabla.beta=3"], "bad --set"),
     (["--rewards", "nope"], "unknown reward"),
 ])
 def test_script_rejects_bad_input_with_exit_2_before_writing(tmp_path, capsys, argv, message):
