@@ -63,7 +63,7 @@ class EmbeddedModel:
     prediction_type = "v_prediction"
     # Chosen on tuning seeds (scripts/evaluate_embedded.py --first-seed 5000, guidance 2-12):
     # above ~5 colours oversaturate toward their neighbours (blue -> purple) and floaters appear,
-    # below ~3 shapes blur toward the unconditional mix. Figures in docs/embedded_model_eval.md.
+    # below ~3 shapes blur toward the unconditional mix. Figures in docs/embedded_guidance_sweep.md.
     default_guidance = 4.0
     lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_out")
 
