@@ -35,7 +35,7 @@ class AlignConfig:
     trust_region: float = 0.1
     reward_weighting: str = "sqrt"
     reward_gradient_from: str = "policy"  # policy: x0_hat of the current LoRA model (ALGORITHM.md); base: frozen model
-    residual_units: str = "mean"  # score | std | mean: per-transition weight of the squared residual (docs/alignment.md)
+    residual_units: str = "std"  # score | std | mean: per-transition weight of the squared residual (docs/alignment.md, "Which transitions weigh most")
     subsample: float = 0.4
     low_variance: bool = True
     clip_reward_grad: float | None = None  # max norm of beta * w * g per sample; None = off

@@ -116,9 +116,11 @@ def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
 
     Per transition: ``r = s_theta - s_base - beta w g`` where ``s_theta - s_base = (mu_theta - mu_base) / std^2``
     (the sampled end point cancels; computing the difference directly avoids subtracting two large
-    scores). The loss is mean(r^2) times ``std^2`` per transition: the minimiser of every transition's
-    term is the one ALGORITHM.md states, but without the rescaling the last transition (std ~ 0.006
-    for the embedded model's DDIM, 1/std^4 ~ 6e8) would drown the other 7. See docs/alignment.md.
+    scores). The loss is mean(r^2) times ``std^(2p)`` per transition (``residual_units``; default p = 1,
+    units of std): the minimiser of every transition's term is the one ALGORITHM.md states, only the
+    weight between transitions changes. In score units (p = 0) the last DDIM transition of the
+    embedded model (std 0.0064) outweighs the others by ~1e4; in mean units (p = 2) the early steps,
+    whose reward gradient is taken at a blurry x0_hat, dominate. See docs/alignment.md.
     """
     cfg = ctx.config
     K = len(ctx.timesteps)
