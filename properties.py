@@ -69,11 +69,13 @@ class NablaR2D3SceneSettings(bpy.types.PropertyGroup):
                                   description="Prompts to align on, separated by ';'. Empty: the Generate prompt")
     method: EnumProperty(name="Method", items=METHODS, default="nabla")
     renderer: EnumProperty(name="Renderer", items=RENDERERS, default="volume")
-    beta: FloatProperty(name="Beta", default=3e3, min=0.0, soft_max=1e7, precision=1,
-                        description="Reward scale: higher follows the reward harder and forgets more of the prior")
+    beta: FloatProperty(name="Beta", default=0.0, min=0.0, soft_max=1e7, precision=1,
+                        description="Reward scale: higher follows the reward harder and forgets more of the prior. "
+                                    "0: the engine's tuned default for the reward")
     align_steps: IntProperty(name="Steps", default=30, min=1, max=10000,
                              description="Optimisation steps (each samples trajectories and updates the LoRA)")
-    learning_rate: FloatProperty(name="Learning Rate", default=5e-4, min=1e-7, max=1.0, precision=6, step=1)
+    learning_rate: FloatProperty(name="Learning Rate", default=0.0, min=0.0, max=1.0, precision=6, step=1,
+                                 description="LoRA learning rate. 0: the engine's default for the method")
     lora_rank: IntProperty(name="LoRA Rank", default=8, min=1, max=128, description="Rank of the LoRA matrices")
     adapter_name: StringProperty(name="Save As", default="",
                                  description="Name of the new adapter. Empty: made from reward and prompts")

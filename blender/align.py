@@ -7,7 +7,7 @@ Params sent (``engine.align.job.run_alignment`` / ``AlignJob`` validates them)::
      "reward_options": {"palette": {"palette": [[r, g, b], ...]}}      sRGB in [0, 1]
                      | {"reference": {"image": "/abs/path.png"}} | {},
      "method": "nabla" | "refl" | "draft" | "ddpo", "prompts": [str, ...], "steps": int,
-     "lr": float, "lora_rank": int, "beta": float, "seed": int,
+     "lr": float | None, "lora_rank": int, "beta": float | None, "seed": int,   (None: the engine's default)
      "out_dir": "/abs/empty/folder", "device": "cpu" | "cuda" | "mps" (absent: the worker's default)}
 
 The result (the job's report) names its files relative to ``out_dir`` under ``files``: ``adapter``
@@ -85,9 +85,10 @@ def align_params(s, prefs, out_dir: Path) -> dict:
         "method": s.method,
         "prompts": prompts,
         "steps": int(s.align_steps),
-        "lr": float(s.learning_rate),
+        # 0 in the panel: None, the engine's per-method / per-reward default (engine/align/job.py)
+        "lr": float(s.learning_rate) or None,
         "lora_rank": int(s.lora_rank),
-        "beta": float(s.beta),
+        "beta": float(s.beta) or None,
         "seed": int(s.seed),
         "out_dir": str(out_dir),
         **device_params(prefs),

@@ -27,9 +27,9 @@ DEMO_PROMPTS = ("a cube", "a sphere", "a cylinder", "a cone", "a torus", "a pyra
 
 
 DEMO_ALIGN_ROUNDS = 30
-# The demo's alignment settings: small renders and few transitions per trajectory keep a round near
-# 4 s on 2 CPU cores (docs/alignment.md has the measurements).
-DEMO_ALIGN_EXTRA = {"render": {"resolution": 24, "samples": 24}, "subsample": 0.2}
+# The demo's alignment settings: small renders keep a round near 8 s on 2 CPU cores; 4 of 20
+# transitions per trajectory (4.5 s) gained no held-out reward in score units, 8 did (docs/alignment.md).
+DEMO_ALIGN_EXTRA = {"render": {"resolution": 24, "samples": 24}, "subsample": 0.4}
 
 
 # Measured on 2 cores: 2 torch threads gain at most ~20% when the machine is idle, and run 10-75x

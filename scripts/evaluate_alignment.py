@@ -46,7 +46,7 @@ import torch  # noqa: E402
 
 from engine.align.evaluation import accuracy, diversity, format_tables, frechet_distance, mean_std  # noqa: E402
 from engine.align.config import AlignConfig  # noqa: E402
-from engine.align.job import DEFAULT_BETA, DEFAULT_LR, AlignJob, run_alignment  # noqa: E402
+from engine.align.job import DEFAULT_BETA, DEFAULT_LR, DEFAULT_NABLA_LR, AlignJob, run_alignment  # noqa: E402
 from engine.align.lora import load_adapter, remove_lora  # noqa: E402
 from engine.data.grammar import PromptError, parse_prompt  # noqa: E402
 from engine.fileio import atomic_write, write_bytes, write_json  # noqa: E402
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render-resolution", type=int, default=32, help="pixels per side, training and evaluation")
     p.add_argument("--render-samples", type=int, default=32, help="ray samples per pixel")
     p.add_argument("--views", type=int, default=4, help="views per asset, training and evaluation")
-    p.add_argument("--sampling-steps", type=int, default=20, help="DDIM steps (eta 1), training and evaluation")
+    p.add_argument("--sampling-steps", type=int, default=20, help="sampling steps, training and evaluation")
     p.add_argument("--beta", action="append", default=[], metavar="REWARD=VALUE",
                    help=f"Nabla-R2D3 reward scale per reward (defaults: {', '.join(f'{k}={v:g}' for k, v in DEFAULT_BETA.items())})")
     p.add_argument("--lr", action="append", default=[], metavar="METHOD=VALUE",
@@ -215,7 +215,8 @@ def parse_settings(argv: list[str]) -> Settings:
 
 def _parse_overrides(items: list[str], methods: list[str]) -> dict[str, dict]:
     """``["nabla.clip_reward_grad=1.0"]`` -> ``{"nabla": {"clip_reward_grad": 1.0}}`` (values as JSON, else text)."""
-    fields = {f.name for f in dataclasses.fields(AlignConfig)} - {"method", "steps", "seed", "sampler", "orbit", "render"}
+    # sampler takes a JSON object merged into the table's sampler settings, e.g. nabla.sampler={"scheduler": "dpmsolver-sde"}
+    fields = {f.name for f in dataclasses.fields(AlignConfig)} - {"method", "steps", "seed", "orbit", "render"}
     out: dict[str, dict] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -359,10 +360,10 @@ def job_params(settings: Settings, reward: str, method: str, folder: Path) -> di
         "seed": settings.seed,
         "resume": True,
         "extra": {
-            "sampler": {"steps": settings.sampling_steps},
             "render": {"resolution": settings.resolution, "samples": settings.render_samples},
             "orbit": {"views": settings.views, "random_azimuth": True, "elevation_jitter": 5.0},
             **settings.overrides.get(method, {}),
+            "sampler": {"steps": settings.sampling_steps, **settings.overrides.get(method, {}).get("sampler", {})},
         },
     }
 
@@ -454,7 +455,8 @@ def _notes(settings: Settings, critic_source: str | None) -> list[str]:
     notes = [
         f"Model: embedded. {len(settings.prompts)} prompt(s) ({', '.join(settings.prompts)}), used for training and evaluation.",
         f"Finetuning budget per method: {settings.rounds} rounds x {settings.trajectories} trajectories, seed {settings.seed}, "
-        f"{settings.sampling_steps} DDIM steps (eta 1), renders {settings.resolution}^2 x {settings.views} views.",
+        f"{settings.sampling_steps} sampling steps (training trajectories from the aligner's {AlignConfig.sampler.scheduler}, "
+        f"eta {AlignConfig.sampler.eta:g}; evaluation samples with DDIM, eta 1), renders {settings.resolution}^2 x {settings.views} views.",
         f"Evaluation: {n} samples per method ({settings.eval_seeds} held-out seeds per prompt from {EVAL_SEED_BASE}, "
         f"the same for every method), fixed cameras (azimuth offset {EVAL_AZIMUTH_OFFSET:g}, elevation 20, no jitter), no image noise.",
         "FD to base: Fréchet distance of critic features to the base samples; the base row is the distance between two disjoint "
@@ -470,8 +472,10 @@ def _notes(settings: Settings, critic_source: str | None) -> list[str]:
         notes.append("For the critic reward, critic accuracy is measured by the reward itself; the geometric judge is the independent check.")
     betas = {r: settings.betas.get(r, DEFAULT_BETA.get(r, 1e3)) for r in settings.rewards}
     lrs = {m: settings.lrs.get(m, DEFAULT_LR.get(m, AlignConfig.lr)) for m in settings.methods if m != "base"}
+    per_reward = {r: v for r, v in DEFAULT_NABLA_LR.items() if r in settings.rewards} if "nabla" in lrs and "nabla" not in settings.lrs else {}
     notes.append("Nabla-R2D3 beta: " + ", ".join(f"{r} {b:g}" for r, b in betas.items())
                  + "; learning rates: " + ", ".join(f"{m} {v:g}" for m, v in lrs.items())
+                 + "".join(f" (nabla on {r}: {v:g})" for r, v in per_reward.items())
                  + "".join(f"; {m} " + ", ".join(f"{k} {v}" for k, v in o.items()) for m, o in settings.overrides.items())
                  + "; every other setting is AlignConfig's default.")
     return notes

@@ -28,14 +28,18 @@ class AlignConfig:
     trajectories: int = 4  # sampled per round and process
     micro_batch: int = 1  # trajectories per forward/backward (memory bound)
     accumulate: int = 1  # micro-batches per optimizer update; a round makes trajectories / (micro_batch * accumulate) updates
-    sampler: SamplerConfig = SamplerConfig()
+    # First-order SDE-DPM-Solver++ (DiffSplat's sampler in the paper): the same Gaussian transitions as
+    # DDIM with eta 1 except the last, which is deterministic and so not trained on. DDIM's last step
+    # (std 0.0064 on the embedded model) would otherwise outweigh every other transition in score
+    # units by ~1e4 and pin the LoRA near the base (docs/alignment.md, "Which transitions weigh most").
+    sampler: SamplerConfig = SamplerConfig(scheduler="dpmsolver-sde")
 
     # Nabla-R2D3
     beta: float = 1e3
-    trust_region: float = 0.1
+    trust_region: float = 30.0  # lambda, in denoiser-output units; the score-unit fit weighs 1/std^4 (docs/alignment.md)
     reward_weighting: str = "sqrt"
     reward_gradient_from: str = "policy"  # policy: x0_hat of the current LoRA model (ALGORITHM.md); base: frozen model
-    residual_units: str = "std"  # score | std | mean: per-transition weight of the squared residual (docs/alignment.md, "Which transitions weigh most")
+    residual_units: str = "score"  # score (ALGORITHM.md) | std | mean: per-transition weight of the squared residual (docs/alignment.md, "Which transitions weigh most")
     subsample: float = 0.4
     low_variance: bool = True
     clip_reward_grad: float | None = None  # max norm of beta * w * g per sample; None = off

@@ -16,7 +16,7 @@ result can be compared with the analytic shift. The toy implements the model pro
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch import nn
 
 from .protocol import PromptEmbeds
@@ -68,12 +68,12 @@ class GaussianToyModel:
         return self.denoiser(latents, timesteps.expand(latents.shape[0]))
 
     def make_scheduler(self, kind: str = "ddim"):
-        if kind != "ddim":
-            raise ValueError("the toy model samples with ddim only")
-        return DDIMScheduler(
-            num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon",
-            clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing",
-        )
+        common = dict(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon", timestep_spacing="trailing")
+        if kind == "ddim":
+            return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False)
+        if kind == "dpmsolver-sde":
+            return DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=1)
+        raise ValueError(f"the toy model samples with ddim or dpmsolver-sde, not {kind!r}")
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return latents

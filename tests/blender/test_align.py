@@ -38,6 +38,9 @@ def test_palette_params(align, s, prefs, tmp_path):
     assert p["prompts"] == ["a red cube", "a blue torus"]
     assert (p["method"], p["lora_rank"], p["steps"], p["out_dir"]) == ("nabla", 4, 12, str(tmp_path))
     assert p["beta"] == pytest.approx(5e3) and p["lr"] == pytest.approx(1e-3)
+    s.beta, s.learning_rate = 0.0, 0.0  # the panel's defaults: the engine picks per reward and method
+    p = align.align_params(s, prefs, tmp_path)
+    assert p["beta"] is None and p["lr"] is None
     s.align_prompts = ""
     assert align.align_params(s, prefs, tmp_path)["prompts"] == [s.prompt]
 

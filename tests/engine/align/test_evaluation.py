@@ -225,6 +225,18 @@ def test_script_set_reaches_one_methods_config_only(tmp_path):
     assert (refl.clip_reward_grad, refl.reward_weighting) == (None, "sqrt")
 
 
+def test_script_sampler_override_keeps_the_aligners_scheduler_unless_named(tmp_path):
+    script = _script()
+    s = script.parse_settings(["--out", str(tmp_path), "--rewards", "critic", "--sampling-steps", "12",
+                               "--set", 'refl.sampler={"scheduler": "ddim"}'])
+    nabla = script.AlignJob.from_params(script.job_params(s, "critic", "nabla", tmp_path / "n")).config()
+    refl = script.AlignJob.from_params(script.job_params(s, "critic", "refl", tmp_path / "r")).config()
+    assert (nabla.sampler.steps, nabla.sampler.scheduler) == (12, "dpmsolver-sde")
+    assert (refl.sampler.steps, refl.sampler.scheduler) == (12, "ddim")
+    # Nabla-R2D3 on the critic has its own tuned rate; the other methods keep theirs
+    assert nabla.lr == script.DEFAULT_NABLA_LR["critic"] and refl.lr == script.DEFAULT_LR["refl"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "base", "sgd"], "unknown method"),
     (["--prompts", "a shiny cube"], "vocabulary"),
