@@ -228,6 +228,10 @@ def _parse_overrides(items: list[str], methods: list[str]) -> dict[str, dict]:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
+        if name == "sampler":
+            known = {f.name for f in dataclasses.fields(SamplerConfig)} - {"steps"}  # steps: --sampling-steps
+            if not isinstance(parsed, dict) or not set(parsed) <= known:
+                raise UsageError(f"bad --set {item!r}: sampler takes a JSON object with keys among {', '.join(sorted(known))}")
         out.setdefault(method, {})[name] = parsed
     return out
 

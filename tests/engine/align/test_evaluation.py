@@ -247,6 +247,8 @@ def test_script_sampler_override_keeps_the_aligners_scheduler_unless_named(tmp_p
     (["--rounds", "-1"], "--rounds"),
     (["--set", "nabla.colour=3"], "bad --set"),
     (["--methods", "base", "refl", "--set", "nabla.beta=3"], "bad --set"),
+    (["--set", "nabla.sampler=3"], "sampler takes a JSON object"),
+    (["--set", 'nabla.sampler={"steps": 5}'], "sampler takes a JSON object"),
     (["--rewards", "nope"], "unknown reward"),
 ])
 def test_script_rejects_bad_input_with_exit_2_before_writing(tmp_path, capsys, argv, message):
