@@ -215,22 +215,24 @@ def test_script_settings_defaults_and_overrides(tmp_path):
     assert {k: v for k, v in other.items() if k != "method"} == {k: v for k, v in params.items() if k != "method"}
 
 
+def _nabla_and_refl_configs(script, tmp_path, reward: str, *argv: str):
+    """The AlignConfigs the script builds for the nabla and refl cells of ``reward``."""
+    s = script.parse_settings(["--out", str(tmp_path), "--rewards", reward, *argv])
+    return [script.AlignJob.from_params(script.job_params(s, reward, m, tmp_path / m)).config() for m in ("nabla", "refl")]
+
+
 def test_script_set_reaches_one_methods_config_only(tmp_path):
     script = _script()
-    s = script.parse_settings(["--out", str(tmp_path), "--rewards", "dnc", "--set", "nabla.clip_reward_grad=2.5",
-                               "--set", "nabla.reward_weighting=none"])
-    nabla = script.AlignJob.from_params(script.job_params(s, "dnc", "nabla", tmp_path / "n")).config()
-    refl = script.AlignJob.from_params(script.job_params(s, "dnc", "refl", tmp_path / "r")).config()
+    nabla, refl = _nabla_and_refl_configs(script, tmp_path, "dnc", "--set", "nabla.clip_reward_grad=2.5",
+                                          "--set", "nabla.reward_weighting=none")
     assert (nabla.clip_reward_grad, nabla.reward_weighting) == (2.5, "none")
     assert (refl.clip_reward_grad, refl.reward_weighting) == (None, "sqrt")
 
 
 def test_script_sampler_override_keeps_the_aligners_scheduler_unless_named(tmp_path):
     script = _script()
-    s = script.parse_settings(["--out", str(tmp_path), "--rewards", "critic", "--sampling-steps", "12",
-                               "--set", 'refl.sampler={"scheduler": "ddim"}'])
-    nabla = script.AlignJob.from_params(script.job_params(s, "critic", "nabla", tmp_path / "n")).config()
-    refl = script.AlignJob.from_params(script.job_params(s, "critic", "refl", tmp_path / "r")).config()
+    nabla, refl = _nabla_and_refl_configs(script, tmp_path, "critic", "--sampling-steps", "12",
+                                          "--set", 'refl.sampler={"scheduler": "ddim"}')
     assert (nabla.sampler.steps, nabla.sampler.scheduler) == (12, "dpmsolver-sde")
     assert (refl.sampler.steps, refl.sampler.scheduler) == (12, "ddim")
     # Nabla-R2D3 on the critic has its own tuned rate; the other methods keep theirs
