@@ -196,7 +196,7 @@ def render_assets(scene, records: list[dict], out: Path, args) -> None:
 def write_json_atomic(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
+        json.dump(data, f, indent=2, allow_nan=False)  # strict JSON: readers elsewhere refuse NaN
         f.write("\n")
     os.replace(tmp, path)
 

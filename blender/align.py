@@ -145,7 +145,7 @@ class AlignApplier:
                 if isinstance(self.data.get(key), dict):
                     scalars[key] = self.data[key].get("mean")
             meta = {**self.meta, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "files": copied, "result": scalars}
-            (tmp / "nabla_r2d3.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            (tmp / "nabla_r2d3.json").write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
             dest = folder / self.name
             os.rename(tmp, dest)  # fails rather than overwrite if the name was taken meanwhile
         finally:

@@ -10,7 +10,8 @@
     align --reward R --out DIR      finetune a LoRA adapter toward a reward (nabla, ddpo, refl, draft)
 
 Exit codes: 0 success, 1 runtime failure (message on stderr), 2 bad input (prompt outside the
-vocabulary, bad option), 130 interrupted. Bad input is rejected before any file is written.
+vocabulary, bad option, a number out of range or not finite, a device this torch does not offer),
+130 interrupted. Bad input is rejected before any model is loaded or file written.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 from .data.grammar import PromptError, parse_prompt, vocabulary_text
+from .params import MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int
 
 # No colour words: the base model picks colours, and the demo's palette reward visibly tilts them.
 DEMO_PROMPTS = ("a cube", "a sphere", "a cylinder", "a cone", "a torus", "a pyramid")
@@ -109,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_sampling(args) -> None:
+    """The sampling options within the worker's bounds (engine.params), so NaN or an absurd value is
+    one line and exit 2 here rather than an empty mesh or a traceback minutes later."""
+    check_int("--steps", args.steps, 1, MAX_SAMPLING_STEPS)
+    check_float("--guidance", args.guidance, 0.0, MAX_GUIDANCE, nullable=True)
+    check_float("--eta", args.eta, 0.0, 1.0)
+    check_device(args.device)
+
+
 def _slug(prompt: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")
 
@@ -170,6 +181,9 @@ def cmd_generate(args) -> int:
     from .pipeline import generate
 
     prompt = parse_prompt(args.prompt).text  # validate before anything is loaded or written
+    check_int("--count", args.count, 1, MAX_COUNT)
+    check_float("--adapter-weight", args.adapter_weight, 0.0, MAX_ADAPTER_WEIGHT)
+    _check_sampling(args)
     model, sampler, load_s = _setup(args)
     if args.adapter is not None:
         from .align.lora import load_adapter
@@ -222,6 +236,7 @@ def cmd_demo(args) -> int:
         raise ValueError("--align-steps must be >= 0")
     if args.align_steps:
         build_reward_expression(args.align_reward, align_options)  # bad reward: exit 2 before any work
+    _check_sampling(args)
     model, sampler, load_s = _setup(args)
     prompts = [p for p in prompt_list for _ in range(args.count)]
     seeds = [args.seed + i for _ in prompt_list for i in range(args.count)]
@@ -286,7 +301,7 @@ def cmd_demo(args) -> int:
 def cmd_align(args) -> int:
     import torch
 
-    from .align.job import run_alignment
+    from .align.job import AlignJob, run_alignment
     from .align.trainer import init_distributed, shutdown_distributed
     from .rewards.registry import build_reward_expression, parse_option_assignments
 
@@ -306,6 +321,7 @@ def cmd_align(args) -> int:
                         "sampler": {"steps": args.sampling_steps}}}
     if prompts:
         params["prompts"] = prompts
+    AlignJob.from_params(params).config()  # a bad number or device: exit 2 before joining a process group
     rank, _ = init_distributed(args.device)  # several processes under torchrun (DDP); a no-op otherwise
     try:
         report = run_alignment(params, progress=_Progress() if rank == 0 else None)

@@ -1,4 +1,4 @@
-"""Atomic file writes: every file the engine produces appears whole or not at all."""
+"""Atomic file writes: every file the engine produces appears whole or not at all; JSON is strict."""
 from __future__ import annotations
 
 import json
@@ -26,5 +26,16 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def strict_json(obj, **kwargs) -> str:
+    """``json.dumps`` that never writes NaN or Infinity: Python's default does, and strict JSON
+    readers (browsers, jq, most other languages) then refuse the whole file. Every JSON text the
+    engine writes goes through here; a non-finite number is a RuntimeError (a bug to report, not the
+    user's input), raised before anything is written."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError as exc:
+        raise RuntimeError(f"refusing to write non-strict JSON: {exc}") from None
+
+
 def write_json(path: str | os.PathLike, obj) -> Path:
-    return write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    return write_bytes(path, (strict_json(obj, indent=2) + "\n").encode())

@@ -17,7 +17,7 @@ REWARD_WEIGHTINGS = ("sqrt", "squared", "none")
 class AlignConfig:
     """Everything that decides the result of a run (given model, reward and prompts).
 
-    Nabla-R2D3 terms follow ALGORITHM.md: ``beta`` scales the reward gradient, ``trust_region`` is
+    Nabla-R2D3 terms follow docs/method.md: ``beta`` scales the reward gradient, ``trust_region`` is
     lambda, ``reward_weighting`` picks w = sqrt(alpha_bar) / alpha_bar / 1 at intermediate states,
     ``subsample`` is the fraction of transitions per trajectory used per update (the final one is
     always included), ``low_variance`` stratifies the rest across quarters of the chain.
@@ -38,13 +38,18 @@ class AlignConfig:
     beta: float = 1e3
     trust_region: float = 30.0  # lambda, in denoiser-output units; the score-unit fit weighs 1/std^4 (docs/alignment.md)
     reward_weighting: str = "sqrt"
-    reward_gradient_from: str = "policy"  # policy: x0_hat of the current LoRA model (ALGORITHM.md); base: frozen model
-    residual_units: str = "score"  # score (ALGORITHM.md) | std | mean: per-transition weight of the squared residual (docs/alignment.md, "Which transitions weigh most")
+    reward_gradient_from: str = "policy"  # policy: x0_hat of the current LoRA model (docs/method.md); base: frozen model
+    residual_units: str = "score"  # score (docs/method.md) | std | mean: per-transition weight of the squared residual (docs/alignment.md, "Which transitions weigh most")
     subsample: float = 0.4
     low_variance: bool = True
     clip_reward_grad: float | None = None  # max norm of beta * w * g per sample; None = off
     flow_network: bool = False  # full Nabla-GFlowNet: learned residual flow with reverse + terminal terms
     flow_lr: float = 1e-3
+    # Where the reverse term reads x_{t-1}: "sampled" (the recorded end point, as the paper's code) or
+    # "mean" (the recorded transition mean, i.e. the expectation of the residual over the step's
+    # noise). The sampled end point adds a penalty ||J_theta - J_base||^2 / std^2 on the change of
+    # the mean's Jacobian, which a tilt that reweights modes needs (docs/method.md, "Flow network").
+    reverse_point: str = "sampled"
 
     # baselines
     refl_late: float = 0.75  # ReFL: random step index in [refl_late * K, K)
@@ -65,6 +70,10 @@ class AlignConfig:
     orbit: OrbitConfig = OrbitConfig(views=4, random_azimuth=True, elevation_jitter=5.0)
     render: VolumeRenderConfig = VolumeRenderConfig(resolution=32, samples=32)
     image_noise: float = 2e-3  # std of Gaussian noise added to renders before the reward
+    # Nabla-R2D3: views rendered for the reward gradient at intermediate states (before the terminal
+    # one, where w < 1), drawn at random from the round's cameras; None = all of them. Rendering
+    # is most of a round's cost (docs/method.md, "Speed").
+    intermediate_views: int | None = None
 
     seed: int = 0
     checkpoint_every: int = 10
@@ -77,6 +86,8 @@ class AlignConfig:
             raise ValueError(f"reward_weighting must be one of {', '.join(REWARD_WEIGHTINGS)}")
         if self.reward_gradient_from not in ("policy", "base"):
             raise ValueError("reward_gradient_from must be policy or base")
+        if self.reverse_point not in ("sampled", "mean"):
+            raise ValueError("reverse_point must be sampled or mean")
         if self.residual_units not in ("score", "std", "mean"):
             raise ValueError("residual_units must be score, std or mean")
         if self.steps < 0 or self.trajectories < 1 or self.micro_batch < 1 or self.accumulate < 1:
@@ -89,6 +100,8 @@ class AlignConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0")
+        if self.intermediate_views is not None and self.intermediate_views < 1:
+            raise ValueError("intermediate_views must be >= 1 or None")
         if self.lora_rank < 1:
             raise ValueError("lora_rank must be >= 1")
         if self.mixed_precision not in ("auto", "fp32"):

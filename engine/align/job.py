@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ import torch
 
 from ..fileio import write_json
 from ..imaging import contact_sheet, line_plot, save_png, to_pil
+from ..params import (MAX_BETA, MAX_LR, MAX_SEED, BadInput, check_bool, check_device, check_fields, check_float, check_int,
+                      check_str)
 from ..render import render
 from ..render.cameras import OrbitConfig, orbit_cameras
 from ..render.volume import VolumeRenderConfig
@@ -31,7 +34,7 @@ from ..sampling.sampler import SamplerConfig, sample
 from .config import AlignConfig
 from .lora import lora_disabled
 from .objective import RenderedReward
-from .trainer import Aligner, world
+from .trainer import CHECKPOINT, Aligner, StepRecord, world
 
 # Reward scales for the embedded model with the score-unit loss, whose fit is driven by the late
 # transitions (small std^2 beta w g there). Chosen by sweeps on the table's prompts
@@ -70,14 +73,39 @@ class AlignJob:
     preview_every: int = 5  # rounds between preview meshes/thumbnails of the current model (0: none)
     extra: dict = field(default_factory=dict)  # any other AlignConfig field
 
+    def __post_init__(self) -> None:
+        """Check every field's type and range: the worker's JSON can hold anything, and a wrong type
+        (``steps: "30"``) would otherwise fail as a TypeError deep in the run instead of naming the
+        field. :class:`BadInput` is a ValueError: exit 2 on the CLI, ``bad_input`` in the worker."""
+        self.out_dir = check_str("out_dir", self.out_dir)
+        self.reward = check_str("reward", self.reward)
+        if not isinstance(self.reward_options, dict) or not all(isinstance(v, dict) for v in self.reward_options.values()):
+            raise BadInput(f"reward_options must map reward names to objects of options, got {self.reward_options!r}")
+        self.method = check_str("method", self.method)
+        self.steps = check_int("steps", self.steps, 0)
+        if not isinstance(self.prompts, (list, tuple)) or not self.prompts:
+            raise BadInput(f"prompts must be a non-empty list of prompts, got {self.prompts!r}")
+        self.prompts = [check_str("prompts[]", p) for p in self.prompts]
+        self.eval_seeds = check_int("eval_seeds", self.eval_seeds, 1)
+        self.beta = check_float("beta", self.beta, 0.0, MAX_BETA, nullable=True)
+        self.trust_region = check_float("trust_region", self.trust_region, 0.0, nullable=True)
+        self.lr = check_float("lr", self.lr, 0.0, MAX_LR, nullable=True)
+        self.lora_rank = check_int("lora_rank", self.lora_rank, 1, nullable=True)
+        self.trajectories = check_int("trajectories", self.trajectories, 1, nullable=True)
+        self.seed = check_int("seed", self.seed, -MAX_SEED, MAX_SEED)
+        self.device = check_device(self.device)
+        self.resume = check_bool("resume", self.resume)
+        self.preview_every = check_int("preview_every", self.preview_every, 0)
+        self.extra = check_fields("extra", self.extra, AlignConfig)
+
     @classmethod
     def from_params(cls, params: dict) -> "AlignJob":
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - names)
         if unknown:
-            raise ValueError(f"unknown alignment parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise BadInput(f"unknown alignment parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         if "out_dir" not in params:
-            raise ValueError("alignment needs out_dir")
+            raise BadInput("alignment needs out_dir")
         return cls(**params)
 
     def config(self) -> AlignConfig:
@@ -97,7 +125,56 @@ class AlignJob:
             if isinstance(extra.get(key), dict):
                 # fields left out keep AlignConfig's defaults (e.g. the aligner's own scheduler)
                 extra[key] = dataclasses.replace(getattr(AlignConfig, key), **extra[key])
-        return AlignConfig(**{**chosen, **extra})
+        config = AlignConfig(**{**chosen, **extra})
+        check_float("beta", config.beta, 0.0, MAX_BETA)  # again: extra may set them too
+        check_float("lr", config.lr, 0.0, MAX_LR)
+        return config
+
+
+class AlignmentDiverged(RuntimeError):
+    """A round's loss, reward or gradient norm, or a held-out reward, turned non-finite: the run stops
+    there, before NaN reaches a file (exit 1 on the CLI, ``runtime`` in the worker)."""
+
+
+class _FiniteAligner(Aligner):
+    """An :class:`Aligner` that stops at the first round with a non-finite number in its record.
+
+    The check sits in ``train_step`` rather than in ``run``'s progress callback because ``run``
+    appends the round to ``log.jsonl`` and may save ``checkpoint.pt`` before calling back: checked
+    here, the log stays strict JSON and the checkpoint keeps the last good round's weights (a
+    non-finite loss or gradient has already spoilt the weights in memory).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checkpoint_step = self.step if self.step > 0 else None  # resumed from a checkpoint
+
+    def train_step(self, should_cancel=None) -> StepRecord:
+        record = super().train_step(should_cancel)
+        bad = {k: v for k, v in record.to_json().items() if isinstance(v, float) and not math.isfinite(v)}
+        if bad:
+            self.history.pop()
+            raise AlignmentDiverged(self._diverged(record.step, bad))
+        return record
+
+    def save_checkpoint(self):
+        path = super().save_checkpoint()
+        self.checkpoint_step = self.step
+        return path
+
+    def _diverged(self, step: int, bad: dict) -> str:
+        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        if self.out_dir is None or self.checkpoint_step is None:
+            kept = "no checkpoint had been written yet"
+        else:
+            kept = f"the last good checkpoint is kept in {self.out_dir / CHECKPOINT} (round {self.checkpoint_step})"
+        return f"alignment diverged at round {step}: {what}; {kept}; lower beta or lr and start again in a new folder"
+
+
+def _require_finite(rewards: torch.Tensor, what: str) -> None:
+    """Held-out rewards go into the sheets, the curve and report.json: none of them can take NaN."""
+    if not torch.isfinite(rewards).all():
+        raise AlignmentDiverged(f"the reward is not finite on {what}: {rewards.tolist()}")
 
 
 @torch.no_grad()
@@ -172,12 +249,13 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     t_start = time.perf_counter()
     writer = world()[0] == 0  # under torchrun only rank 0 writes files; every rank trains
 
-    aligner = Aligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume)
+    aligner = _FiniteAligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume)
     sampler = config.sampler.for_model(model)
     eval_prompts = [p for p in job.prompts for _ in range(job.eval_seeds)]
     eval_seeds = [EVAL_SEED_BASE + i for _ in job.prompts for i in range(job.eval_seeds)]
     say(0.0, "scoring the base model on held-out seeds")
     base_latents, base_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler, base=True)
+    _require_finite(base_rewards, "the base model's held-out samples")
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         save_png(_sheet(model, base_latents, eval_prompts, eval_seeds, base_rewards), out / "before.png")
@@ -200,6 +278,7 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     train_s = time.perf_counter() - t_start
     say(0.97, "scoring the finetuned model on the same held-out seeds")
     tuned_latents, tuned_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler)
+    _require_finite(tuned_rewards, "the finetuned model's held-out samples (no adapter was saved)")
     adapter = out / "adapter"
     if writer:
         aligner.save_adapter(adapter, {"reward": job.reward, "prompts": job.prompts})

@@ -8,7 +8,6 @@ written beside its destination and renamed into place: a crash leaves the old ad
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -18,6 +17,8 @@ import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
+
+from ..fileio import strict_json
 
 ADAPTER_NAME = "default"
 CONFIG_FILE = "adapter_config.json"
@@ -114,7 +115,7 @@ def save_adapter(model, directory: str | os.PathLike, extra: dict | None = None)
         save_file(lora_state_dict(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model": model.name})
         config.save_pretrained(str(tmp))
         info = {"model": model.name, "rank": config.r, "alpha": config.lora_alpha, **(extra or {})}
-        (tmp / "nabla_adapter.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / "nabla_adapter.json").write_text(strict_json(info, indent=2) + "\n")
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)

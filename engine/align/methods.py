@@ -51,6 +51,7 @@ class Chunk:
     uncond: PromptEmbeds
     transitions: list[int]  # which k to train on
     advantages: torch.Tensor | None = None  # (b,) DDPO
+    means: torch.Tensor | None = None  # (K, b, *L) transition means recorded at sampling time
     stats: dict = field(default_factory=dict)
 
 
@@ -72,32 +73,103 @@ def _output(ctx: StepContext, chunk: Chunk, x: torch.Tensor, k: int) -> torch.Te
     return guided_output(ctx.model, x, t, chunk.cond, chunk.uncond, ctx.guidance)
 
 
-def reward_and_gradient(ctx: StepContext, chunk: Chunk, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """R3D at the one-step clean prediction of state ``latents[k]`` = x, its gradient in x, and w.
+def terminal_state(stds: torch.Tensor) -> int:
+    """Index of the state after the last stochastic transition of a chunk's trajectories.
 
-    Returns rewards (b,), g = dR/dx (b, *L) (detached) and the weight w (ALGORITHM.md): 1 at x0
-    (k = K), else sqrt(alpha_bar) / alpha_bar / 1 by ``reward_weighting``. The gradient runs through
-    the current (LoRA) denoiser, decoder, renderer and reward; parameters get no gradient here.
+    What follows it is deterministic (e.g. SDE-DPM-Solver++'s last step to sigma 0, which lands on the
+    one-step clean prediction), so its flow is known exactly: F = exp(beta R(x0_hat)), w = 1 and no
+    learned residual flow (the terminal term pins it to zero there). K when every step is stochastic.
     """
-    x = x.detach().requires_grad_(True)
+    stochastic = [k for k in range(stds.shape[0]) if bool((stds[k] > 0).all())]
+    return stochastic[-1] + 1 if stochastic else stds.shape[0]
+
+
+def _stack(t: torch.Tensor, index: list[int]) -> torch.Tensor:
+    """(K or K+1, b, ...) sliced at ``index`` (n,) -> (n * b, ...), grouped by index."""
+    return t[index].flatten(0, 1)
+
+
+def _group_timesteps(ctx: StepContext, states: list[int], b: int, device) -> torch.Tensor:
     K = len(ctx.timesteps)
+    ts = [int(ctx.timesteps[j]) if j < K else 0 for j in states]
+    return torch.tensor(ts, device=device).repeat_interleave(b)
+
+
+def _groups(n_rows: int, n: int) -> list[slice]:
+    b = n_rows // n
+    return [slice(i * b, (i + 1) * b) for i in range(n)]
+
+
+def reward_gradients(ctx: StepContext, chunk: Chunk, x: torch.Tensor, states: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """R3D at the one-step clean predictions of states ``states`` (n,), stacked in x (n * b, *L).
+
+    One batched denoiser call, one decode/render/reward call and one backward for all n states
+    (docs/method.md, "Speed"). Returns rewards (n * b,), g = dR/dx (n * b, *L) (detached) and the
+    weights w (n * b,): 1 at the terminal state and after it (:func:`terminal_state`), else
+    ``reward_weighting`` of alpha_bar. The gradient runs through the current (LoRA) denoiser, or the
+    frozen one with ``reward_gradient_from="base"``, then decoder, renderer and reward; parameters
+    get no gradient here.
+    """
+    K = len(ctx.timesteps)
+    n, b = len(states), x.shape[0] // len(states)
+    terminal = K if chunk.stds is None else terminal_state(chunk.stds)
+    x = x.detach().requires_grad_(True)
+    weights = []
     with torch.enable_grad():
-        if k == K:
-            x0, w = x, 1.0
-        else:
-            t = int(ctx.timesteps[k])
+        noisy = [i for i, j in enumerate(states) if j < K]
+        x0 = x
+        if noisy:
+            rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in noisy]).to(x.device)
+            t = _group_timesteps(ctx, [states[i] for i in noisy], b, x.device)
+            cond, uncond = _repeat_embeds(chunk.cond, len(noisy)), _repeat_embeds(chunk.uncond, len(noisy))
             with lora_disabled(ctx.model) if ctx.config.reward_gradient_from == "base" else contextlib.nullcontext():
-                out = _output(ctx, chunk, x, k)
-            x0 = predict_clean(ctx.scheduler, ctx.model.prediction_type, out, t, x)
-            a = alpha_bar(ctx.scheduler, t)
-            w = {"sqrt": math.sqrt(a), "squared": a, "none": 1.0}[ctx.config.reward_weighting]
-        r = ctx.objective(x0, chunk.prompts, ctx.views, ctx.generator)
-        (g,) = torch.autograd.grad(r.sum(), x)
+                out = guided_output(ctx.model, x[rows], t, cond, uncond, ctx.guidance)
+            cleans = [predict_clean(ctx.scheduler, ctx.model.prediction_type, out[sl], int(ctx.timesteps[states[i]]), x[rows][sl])
+                      for sl, i in zip(_groups(len(rows), len(noisy)), noisy)]
+            x0 = x.clone()
+            x0[rows] = torch.cat(cleans)
+        for j in states:
+            a = alpha_bar(ctx.scheduler, int(ctx.timesteps[j])) if j < terminal else 1.0
+            weights.append(reward_weight(ctx.config.reward_weighting, a) if j < terminal else 1.0)
+        few = ctx.config.intermediate_views
+        inner = [i for i, j in enumerate(states) if j < terminal] if few is not None else []
+        if inner and len(inner) < n:
+            # Two renders: fewer views where w < 1, all of them at and after the terminal state.
+            rows_in = torch.cat([torch.arange(i * b, (i + 1) * b) for i in inner]).to(x.device)
+            rows_end = torch.cat([torch.arange(i * b, (i + 1) * b) for i in range(n) if i not in inner]).to(x.device)
+            r = torch.empty(n * b, dtype=x.dtype, device=x.device)
+            views = ctx.objective.subset_views(ctx.views, few, ctx.generator)
+            r_in = ctx.objective(x0[rows_in], chunk.prompts * len(inner), views, ctx.generator)
+            r_end = ctx.objective(x0[rows_end], chunk.prompts * (n - len(inner)), ctx.views, ctx.generator)
+            (g,) = torch.autograd.grad(r_in.sum() + r_end.sum(), x)
+            r = r.index_copy(0, rows_in, r_in.detach().to(r.dtype)).index_copy(0, rows_end, r_end.detach().to(r.dtype))
+        else:
+            views = ctx.objective.subset_views(ctx.views, few, ctx.generator) if inner else ctx.views
+            r = ctx.objective(x0, chunk.prompts * n, views, ctx.generator)
+            (g,) = torch.autograd.grad(r.sum(), x)
+    w = torch.tensor(weights, dtype=g.dtype, device=g.device).repeat_interleave(b)
     return r.detach(), g.detach(), w
 
 
-def _scaled_reward_gradient(ctx: StepContext, g: torch.Tensor, w: float) -> torch.Tensor:
-    shift = ctx.config.beta * w * g
+def reward_and_gradient(ctx: StepContext, chunk: Chunk, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """:func:`reward_gradients` of one state ``latents[k]`` = x (b, *L): rewards (b,), g (b, *L), w."""
+    r, g, w = reward_gradients(ctx, chunk, x, [k])
+    return r, g, float(w[0])
+
+
+def reward_weight(weighting: str, a: float) -> float:
+    """w of the forward target at a state with cumulative alpha ``a``: sqrt(a), a or 1 (docs/method.md)."""
+    return {"sqrt": math.sqrt(a), "squared": a, "none": 1.0}[weighting]
+
+
+def _repeat_embeds(e: PromptEmbeds, n: int) -> PromptEmbeds:
+    return e if n == 1 else PromptEmbeds.cat([e] * n)
+
+
+def _scaled_reward_gradient(ctx: StepContext, g: torch.Tensor, w) -> torch.Tensor:
+    """beta * w * g, w a float or per-row (B,), clipped per row to ``clip_reward_grad``."""
+    w = torch.as_tensor(w, dtype=g.dtype, device=g.device)
+    shift = ctx.config.beta * (_bcast(w, g) if w.dim() else w) * g
     clip = ctx.config.clip_reward_grad
     if clip is not None:
         norm = shift.flatten(1).norm(dim=1).clamp_min(1e-12)
@@ -105,10 +177,16 @@ def _scaled_reward_gradient(ctx: StepContext, g: torch.Tensor, w: float) -> torc
     return shift
 
 
-def _flow(ctx: StepContext, x: torch.Tensor, k: int) -> torch.Tensor:
-    K = len(ctx.timesteps)
-    t = ctx.timesteps[k] if k < K else torch.tensor(0)
-    return ctx.flow(x, t.to(x.device).float().expand(x.shape[0]))
+def _flow(ctx: StepContext, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The residual flow g_phi at x (B, *L), timesteps t (B,) (0 for clean states)."""
+    return ctx.flow(x, t.to(x.device).float())
+
+
+def _means(ctx: StepContext, out: torch.Tensor, x: torch.Tensor, transitions: list[int]) -> torch.Tensor:
+    """Transition means (n * b, *L) of stacked outputs/states, one scheduler step per group."""
+    groups = _groups(x.shape[0], len(transitions))
+    return torch.cat([transition(ctx.scheduler, out[sl], int(ctx.timesteps[k]), x[sl], ctx.config.sampler.eta)[0]
+                      for sl, k in zip(groups, transitions)])
 
 
 def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
@@ -117,61 +195,66 @@ def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
     Per transition: ``r = s_theta - s_base - beta w g`` where ``s_theta - s_base = (mu_theta - mu_base) / std^2``
     (the sampled end point cancels; computing the difference directly avoids subtracting two large
     scores). The loss is mean(r^2) times ``std^(2p)`` per transition (``residual_units``; default p = 0,
-    score units as ALGORITHM.md writes it): the minimiser of every transition's term is the one
-    ALGORITHM.md states, only the weight between transitions changes. Score units let the late
-    transitions, whose targets are small and consistent, drive the fit; in std (p = 1) and mean
-    (p = 2) units the early transitions' huge, noisy targets dominate and the LoRA's by-product
-    shifts at late steps move the model without raising the reward. On DDIM trajectories the last
-    transition (std 0.0064 on the embedded model) outweighs the others in score units by ~1e4, hence
-    the aligner's SDE-DPM-Solver++ default. See docs/alignment.md, "Which transitions weigh most".
+    score units as the paper writes it): every transition's term has the same minimiser, only the
+    weight between transitions changes (docs/method.md, "Which transitions weigh most").
+
+    All chosen transitions of the chunk go through the denoiser, decoder and renderer as one batch:
+    the policy and base outputs at the start states in one call each, the reward gradients at the
+    end states in one call (:func:`reward_gradients`).
     """
     cfg = ctx.config
     K = len(ctx.timesteps)
-    total = torch.zeros(())
-    parts = {"loss_db": 0.0, "loss_trust": 0.0, "loss_reverse": 0.0, "loss_terminal": 0.0}
+    ks = list(chunk.transitions)
+    n, b = len(ks), chunk.latents.shape[1]
+    ends = [k + 1 for k in ks]
+    terminal = terminal_state(chunk.stds)
+    x_t, x_prev = _stack(chunk.latents, ks), _stack(chunk.latents, ends)
+    t_start = _group_timesteps(ctx, ks, b, x_t.device)
+    cond, uncond = _repeat_embeds(chunk.cond, n), _repeat_embeds(chunk.uncond, n)
+    if ctx.policy is not None:
+        with ctx.policy():
+            out = guided_output(ctx.model, x_t, t_start, cond, uncond, ctx.guidance)
+    else:
+        out = guided_output(ctx.model, x_t, t_start, cond, uncond, ctx.guidance)
+    mean = _means(ctx, out, x_t, ks)
+    with torch.no_grad(), lora_disabled(ctx.model):
+        mean_base = _means(ctx, guided_output(ctx.model, x_t, t_start, cond, uncond, ctx.guidance), x_t, ks)
+    r, g, w = reward_gradients(ctx, chunk, x_prev, ends)
+    target = _scaled_reward_gradient(ctx, g, w)
+    flow_rows = None
+    if ctx.flow is not None:
+        inner = [i for i, j in enumerate(ends) if j < terminal]
+        if inner:
+            flow_rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in inner]).to(x_prev.device)
+            t_end = _group_timesteps(ctx, [ends[i] for i in inner], b, x_prev.device)
+            target = target.index_add(0, flow_rows, _flow(ctx, x_prev[flow_rows], t_end))
+    std = _stack(chunk.stds, ks)
+    var = _bcast(std.pow(2), x_t)
+    shift = mean - mean_base.detach()
+    resid = shift / var - target
+    power = RESIDUAL_POWER[cfg.residual_units]
+    units = _bcast(std.pow(power - 2), x_t)  # mean shifts -> the units the loss weighs them in
     fit = torch.zeros(3, dtype=torch.float64)
-    n = len(chunk.transitions)
-    rewards_final = None
-    for k in chunk.transitions:
-        x_t, x_prev = chunk.latents[k], chunk.latents[k + 1]
-        t = int(ctx.timesteps[k])
-        std = chunk.stds[k]
-        out = _policy_output(ctx, chunk, x_t, k)
-        mean, _ = transition(ctx.scheduler, out, t, x_t, ctx.config.sampler.eta)
-        with torch.no_grad(), lora_disabled(ctx.model):
-            out_base = _output(ctx, chunk, x_t, k)
-            mean_base, _ = transition(ctx.scheduler, out_base, t, x_t, ctx.config.sampler.eta)
-        r, g, w = reward_and_gradient(ctx, chunk, x_prev, k + 1)
-        if k + 1 == K:
-            rewards_final = r
-        target = _scaled_reward_gradient(ctx, g, w)
-        if ctx.flow is not None and k + 1 < K:
-            target = target + _flow(ctx, x_prev, k + 1)
-        var = _bcast(std.pow(2), x_t)
-        shift = mean - mean_base.detach()
-        resid = shift / var - target
-        power = RESIDUAL_POWER[cfg.residual_units]
-        units = _bcast(std.pow(power - 2), x_t)  # mean shifts -> the units the loss weighs them in
-        _fit_stats(fit, (shift * units).detach(), (var * target * units).detach())
-        loss_db = (resid.pow(2) * var.pow(power)).mean()
-        loss_trust = cfg.trust_region * (out.float() - chunk.model_outputs[k].float()).pow(2).mean()
-        loss = loss_db + loss_trust
-        parts["loss_db"] += float(loss_db.detach()) / n
-        parts["loss_trust"] += float(loss_trust.detach()) / n
-        if ctx.flow is not None:
-            loss_rev = _reverse_term(ctx, chunk, x_t, x_prev, k)
-            loss = loss + loss_rev
-            parts["loss_reverse"] += float(loss_rev.detach()) / n
-            if k + 1 == K:
-                loss_term = _flow(ctx, x_prev, K).pow(2).mean()
-                loss = loss + loss_term
-                parts["loss_terminal"] += float(loss_term.detach()) / n
-        total = total + loss / n
-    if rewards_final is not None:
-        chunk.stats["rewards"] = rewards_final
-    if ctx.flow is None:
-        parts.pop("loss_reverse")
-        parts.pop("loss_terminal")
+    _fit_stats(fit, (shift * units).detach(), (var * target * units).detach())
+    loss_db = (resid.pow(2) * var.pow(power)).mean()
+    loss_trust = cfg.trust_region * (out.float() - _stack(chunk.model_outputs, ks).float()).pow(2).mean()
+    total = loss_db + loss_trust
+    parts = {"loss_db": float(loss_db.detach()), "loss_trust": float(loss_trust.detach())}
+    if K in ends:
+        i = ends.index(K)
+        chunk.stats["rewards"] = r[i * b:(i + 1) * b]
+    if ctx.flow is not None:
+        end_point = x_prev if cfg.reverse_point == "sampled" else _stack(chunk.means, ks)
+        loss_rev = _reverse_term(ctx, chunk, x_t, end_point, ks, t_start)
+        # The terminal term: g_phi is zero where the flow is known exactly (the terminal state and after).
+        at_end = [i for i, j in enumerate(ends) if j >= terminal]
+        loss_term = torch.zeros(())
+        if at_end:
+            rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in at_end]).to(x_prev.device)
+            loss_term = _flow(ctx, x_prev[rows], _group_timesteps(ctx, [ends[i] for i in at_end], b, x_prev.device)).pow(2).mean()
+            loss_term = loss_term * len(at_end) / n
+        total = total + loss_rev + loss_term
+        parts.update(loss_reverse=float(loss_rev.detach()), loss_terminal=float(loss_term.detach()))
     parts.update(_fit_summary(fit))
     return total, parts
 
@@ -195,33 +278,39 @@ def _fit_summary(fit: torch.Tensor) -> dict:
     return {"fit_cos": dot / max(math.sqrt(ss * ww), 1e-30), "fit_ratio": math.sqrt(ss / max(ww, 1e-30))}
 
 
-def _reverse_term(ctx: StepContext, chunk: Chunk, x_t: torch.Tensor, x_prev: torch.Tensor, k: int) -> torch.Tensor:
-    """Gradient of the DB condition in x_t: d/dx_t [log p_theta - log p_base](x_prev | x_t) + beta w g_t + flow(x_t)."""
-    t = int(ctx.timesteps[k])
-    std = _bcast(chunk.stds[k], x_t)
-    eta = ctx.config.sampler.eta
+def _reverse_term(ctx: StepContext, chunk: Chunk, x_t: torch.Tensor, x_prev: torch.Tensor, ks: list[int],
+                  t_start: torch.Tensor) -> torch.Tensor:
+    """Gradient of the DB condition in x_t: d/dx_t [log p_theta - log p_base](x_prev | x_t) + beta w g_t + flow(x_t).
+
+    Stacked over the chunk's transitions like :func:`nabla_loss`; needs a double backward through the
+    denoiser (the reason the flow network cannot run under DDP).
+    """
+    n, b = len(ks), x_t.shape[0] // len(ks)
+    std = _bcast(_stack(chunk.stds, ks), x_t)
+    cond, uncond = _repeat_embeds(chunk.cond, n), _repeat_embeds(chunk.uncond, n)
 
     def score_in_xt(use_lora: bool) -> torch.Tensor:
         x = x_t.detach().requires_grad_(True)
         with torch.enable_grad():
-            if use_lora:
-                out = _policy_output(ctx, chunk, x, k)
-            else:
-                with lora_disabled(ctx.model):
-                    out = _output(ctx, chunk, x, k)
-            mean, _ = transition(ctx.scheduler, out, t, x, eta)
+            with contextlib.nullcontext() if use_lora else lora_disabled(ctx.model):
+                out = guided_output(ctx.model, x, t_start, cond, uncond, ctx.guidance)
+            mean = _means(ctx, out, x, ks)
             logp = -((x_prev - mean).pow(2) / (2 * std.pow(2))).sum()
             (grad,) = torch.autograd.grad(logp, x, create_graph=use_lora)
         return grad
 
     diff = score_in_xt(True) - score_in_xt(False).detach()
-    _, g, w = reward_and_gradient(ctx, chunk, x_t, k)
-    resid = diff + _scaled_reward_gradient(ctx, g, w) + _flow(ctx, x_t, k)
+    _, g, w = reward_gradients(ctx, chunk, x_t, ks)
+    resid = diff + _scaled_reward_gradient(ctx, g, w) + _flow(ctx, x_t, t_start)
     return (resid.pow(2) * std.pow(2 * RESIDUAL_POWER[ctx.config.residual_units])).mean()
 
 
 def ddpo_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
-    """PPO-clip on per-transition probability ratios with per-prompt normalised advantages (Black et al.)."""
+    """PPO-clip on per-transition probability ratios with per-prompt normalised advantages (Black et al.).
+
+    The ratio is exp of the log-probability difference averaged over latent dimensions (ddpo-pytorch's
+    and TRL's convention), so ``ddpo_clip`` means what it means there.
+    """
     cfg = ctx.config
     total = torch.zeros(())
     n = len(chunk.transitions)
@@ -232,7 +321,10 @@ def ddpo_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
         out = _policy_output(ctx, chunk, x_t, k)
         mean, std = transition(ctx.scheduler, out, int(ctx.timesteps[k]), x_t, cfg.sampler.eta)
         log_prob = gaussian_log_prob(x_prev, mean, chunk.stds[k])
-        ratio = torch.exp(log_prob - chunk.log_probs[k])
+        # Per-dimension mean of the log-ratio, as ddpo-pytorch and TRL compute it: the clip range
+        # (1e-4) was tuned for that; on the sum over the embedded model's 2,048 dimensions the same
+        # clip is ~2,000x tighter (docs/method.md, "Fair baselines").
+        ratio = torch.exp((log_prob - chunk.log_probs[k]) / x_t[0].numel())
         unclipped = -adv * ratio
         clipped_loss = -adv * ratio.clamp(1 - cfg.ddpo_clip, 1 + cfg.ddpo_clip)
         total = total + torch.maximum(unclipped, clipped_loss).mean() / n
@@ -266,14 +358,14 @@ def draft_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
     return -r.mean(), {}
 
 
-# residual^2 * std^(2p): p = 0 scores as ALGORITHM.md writes them, 1 units of std, 2 units of the mean.
+# residual^2 * std^(2p): p = 0 scores as the paper writes them (docs/method.md), 1 units of std, 2 units of the mean.
 RESIDUAL_POWER = {"score": 0, "std": 1, "mean": 2}
 
 LOSSES = {"nabla": nabla_loss, "ddpo": ddpo_loss, "refl": refl_loss, "draft": draft_loss}
 
 
 def choose_transitions(config: AlignConfig, steps: int, stds: torch.Tensor, generator: torch.Generator) -> list[int]:
-    """Transition indices for one update of one trajectory batch (ALGORITHM.md "Subsampling").
+    """Transition indices for one update of one trajectory batch (docs/method.md, "Subsampling").
 
     nabla / ddpo: ``round(subsample * K)`` transitions, the final one always, the rest uniformly or
     stratified over quarters of the chain (``low_variance``); deterministic transitions (std 0) are

@@ -26,6 +26,9 @@ class LatentObjective(Protocol):
     def __call__(self, latents: torch.Tensor, prompts: list[str], views: Any, generator: torch.Generator | None = None) -> torch.Tensor:
         """Rewards (B,) of clean latents (B, *L); differentiable in the latents where possible."""
 
+    def subset_views(self, views: Any, count: int, generator: torch.Generator) -> Any:
+        """``count`` of ``views`` drawn at random (all of them when there are fewer; None stays None)."""
+
 
 class RenderedReward:
     """decode -> volume render from orbit cameras -> 2D reward, averaged over views.
@@ -45,6 +48,11 @@ class RenderedReward:
 
     def sample_views(self, generator: torch.Generator):
         return orbit_cameras(self.orbit, generator)
+
+    def subset_views(self, views, count: int, generator: torch.Generator):
+        if count >= len(views):
+            return views
+        return views[torch.randperm(len(views), generator=generator)[:count]]
 
     def render(self, latents: torch.Tensor, views) -> RenderOutput:
         # at least fp32 (latents may come from bf16 autocast), float64 kept for gradient checks
@@ -69,6 +77,9 @@ class LinearReward:
 
     def sample_views(self, generator: torch.Generator):
         return None
+
+    def subset_views(self, views, count: int, generator: torch.Generator):
+        return views
 
     def __call__(self, latents: torch.Tensor, prompts: list[str], views=None, generator=None) -> torch.Tensor:
         return latents.flatten(1) @ self.direction.to(latents.device, latents.dtype).flatten()

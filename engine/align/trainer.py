@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ..fileio import atomic_write
-from ..sampling.sampler import Cancelled, sample
+from ..sampling.sampler import Cancelled, make_scheduler, sample
 from .config import AlignConfig
 from .flow import ResidualFlow
 from .lora import add_lora, has_lora, lora_parameters, lora_state_dict, save_adapter
@@ -161,7 +161,7 @@ class Aligner:
         with torch.no_grad():
             rewards = self.objective(traj.latents[-1], prompts, views, g).float()
         advantages = _per_prompt_advantages(rewards, prompts) if cfg.method == "ddpo" else None
-        scheduler = model.make_scheduler(cfg.sampler.scheduler)
+        scheduler = make_scheduler(model, self.config_sampler)
         scheduler.set_timesteps(cfg.sampler.steps, device=self._device)
         ctx = StepContext(model, scheduler, cfg, self.objective, views, self.config_sampler.guidance, g, self.flow,
                           self._policy if self.ddp is not None else None)
@@ -184,7 +184,7 @@ class Aligner:
                     log_probs=traj.log_probs[:, sl], prompts=prompts[sl],
                     cond=_slice_embeds(cond, sl), uncond=_slice_embeds(uncond, sl),
                     transitions=choose_transitions(cfg, len(scheduler.timesteps), traj.stds[:, sl], g),
-                    advantages=None if advantages is None else advantages[sl],
+                    advantages=None if advantages is None else advantages[sl], means=traj.means[:, sl].float(),
                 )
                 weight = chunk.latents.shape[1] / sum(min(cfg.micro_batch, b - q) for q in group)
                 sync = self.ddp.no_sync() if (self.ddp is not None and i < len(group) - 1) else contextlib.nullcontext()

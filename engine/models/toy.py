@@ -1,19 +1,25 @@
-"""A 2-D Gaussian "diffusion model" with an exact denoiser: the aligner's closed-form test bed.
+"""Closed-form "diffusion models" with exact denoisers: the aligner's test beds.
 
-Data ``x0 ~ N(m, s^2 I)`` in 2-D, forward process ``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps``. The
-posterior mean of the noise is linear in ``x_t``:
+Data ``x0 ~ sum_k pi_k N(mu_k, s^2 I)`` in 2-D (one component: the Gaussian toy), forward process
+``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps``. The posterior over components and the posterior mean of
+the noise are closed form,
 
-    eps_hat(x_t) = sqrt(1 - a_t) (x_t - sqrt(a_t) m) / (a_t s^2 + 1 - a_t)
+    P(k | x_t) ∝ pi_k N(x_t; sqrt(a_t) mu_k, v_t I),   v_t = a_t s^2 + 1 - a_t
+    eps_hat(x_t) = sqrt(1 - a_t) sum_k P(k | x_t) (x_t - sqrt(a_t) mu_k) / v_t
 
-so the base denoiser is exact. Tilting the data by a linear reward ``exp(beta c.x)`` gives
-``N(m + beta s^2 c, s^2)``, whose exact denoiser differs from the base one by the offset
-``-sqrt(a_t (1 - a_t)) / (a_t s^2 + 1 - a_t) * beta s^2 c``. ``proj_out`` (zero weights: the base is
-exact) maps time and state features, this offset's time profile among them, to an additive
-correction, so a LoRA on ``proj_out`` can represent the tilted model exactly and the aligner's
-result can be compared with the analytic shift. The toy implements the model protocol; its
-"representation" is the 2-D point itself, and prompts are ignored.
+so the base denoiser is exact. Tilting the data by a linear reward ``exp(beta c.x)`` gives another
+mixture of the same family: every mean moves by ``beta s^2 c`` and the weights become
+``∝ pi_k exp(beta c.mu_k)`` (:meth:`MixtureToyModel.tilted`). The component means and log-weights
+are ``nn.Linear`` layers (``means``, ``logits``), so a LoRA on them can represent the tilted model
+exactly; ``proj_out`` (zero weights) maps time and state features to an additive correction of the
+output, which also spans the Gaussian toy's tilt (its time profile is one of the features) and
+any smooth per-step offset (Fourier features of t). The toys
+implement the model protocol; their "representation" is the 2-D point itself, and prompts are
+ignored.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
@@ -22,41 +28,71 @@ from torch import nn
 from .protocol import PromptEmbeds
 
 
-class ToyDenoiser(nn.Module):
-    """Exact epsilon-predictor for N(mean, std^2 I) plus a zero-initialised learnable correction."""
+TIME_FREQUENCIES = 4
 
-    def __init__(self, mean: torch.Tensor, std: float, alphas_cumprod: torch.Tensor):
+
+class MixtureDenoiser(nn.Module):
+    """Exact epsilon-predictor for an isotropic Gaussian mixture plus a zero-initialised correction."""
+
+    def __init__(self, means: torch.Tensor, weights: torch.Tensor, std: float, alphas_cumprod: torch.Tensor):
         super().__init__()
-        self.register_buffer("mean", mean.float())
+        k, d = means.shape
         self.register_buffer("alphas_cumprod", alphas_cumprod.float())
+        self.register_buffer("eye", torch.eye(k))
         self.std = float(std)
-        self.proj_out = nn.Linear(6, 2)
+        # Parameters as Linear layers so peft can put LoRA on them: means(eye) -> (K, d), logits(1) -> (K,).
+        self.means = nn.Linear(k, d, bias=False)
+        self.logits = nn.Linear(1, k, bias=False)
+        with torch.no_grad():
+            self.means.weight.copy_(means.float().T)
+            self.logits.weight.copy_(weights.float().log()[:, None])
+        self.proj_out = nn.Linear(d + 4 + 2 * TIME_FREQUENCIES, d)  # the features of forward()
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """x (B, 2), timesteps (B,) integer steps -> epsilon prediction (B, 2)."""
+        """x (B, d), timesteps (B,) integer steps -> epsilon prediction (B, d)."""
         a = self.alphas_cumprod[timesteps.long()].to(x.dtype)[:, None]
-        denom = a * self.std**2 + 1 - a
-        exact = (1 - a).sqrt() * (x - a.sqrt() * self.mean) / denom
-        offset_profile = (a * (1 - a)).sqrt() / denom
-        features = torch.cat([offset_profile, a.sqrt(), (1 - a).sqrt(), x * (1 - a).sqrt() / denom, torch.ones_like(a)], 1)
+        v = a * self.std**2 + 1 - a
+        mu = self.means(self.eye.to(x.dtype))  # (K, d)
+        logits = self.logits(torch.ones(1, 1, dtype=x.dtype, device=x.device))  # (1, K)
+        diff = x[:, None, :] - a.sqrt()[:, :, None] * mu[None]  # (B, K, d)
+        resp = torch.softmax(logits - diff.pow(2).sum(-1) / (2 * v), dim=1)  # (B, K)
+        exact = (1 - a).sqrt() * (resp[:, :, None] * diff).sum(1) / v
+        offset_profile = (a * (1 - a)).sqrt() / v
+        # Fourier features of t let a LoRA on proj_out make any smooth per-step offset, so the family
+        # holds the tilt of the 20-step sampler's own distribution, not only the data-level tilt.
+        tau = timesteps.to(x.dtype)[:, None] / 1000 * math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=x.dtype, device=x.device)
+        features = torch.cat([offset_profile, a.sqrt(), (1 - a).sqrt(), x * (1 - a).sqrt() / v, torch.ones_like(a),
+                              tau.sin(), tau.cos()], 1)
         return exact + self.proj_out(features)
 
 
-class GaussianToyModel:
-    name = "toy-gaussian"
+class MixtureToyModel:
+    """A 2-D isotropic Gaussian mixture with an exact denoiser (see the module docstring)."""
+
+    name = "toy-mixture"
     prediction_type = "epsilon"
     default_guidance = 1.0  # no classifier-free guidance: prompts carry no information
     latent_shape = (2,)
-    lora_target_modules = ("proj_out",)
+    lora_target_modules = ("means", "logits", "proj_out")
 
-    def __init__(self, mean=(0.5, -0.5), std: float = 0.7, device: str | torch.device = "cpu"):
+    def __init__(self, means=((-1.0, 0.0), (1.0, 0.0), (0.0, 1.0)), weights=(0.5, 0.2, 0.3), std: float = 0.3,
+                 device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.mean = torch.as_tensor(mean, dtype=torch.float32)
+        self.means = torch.as_tensor(means, dtype=torch.float32).reshape(-1, 2)
+        self.weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+        if len(self.weights) != len(self.means) or not bool((self.weights > 0).all()):
+            raise ValueError("one positive weight per component")
+        self.weights = self.weights / self.weights.sum()
         self.std = float(std)
         alphas = self.make_scheduler().alphas_cumprod
-        self.denoiser = ToyDenoiser(self.mean, std, alphas).to(self.device).eval()
+        self.denoiser = MixtureDenoiser(self.means, self.weights, self.std, alphas).to(self.device).eval()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean (2,) of the data distribution."""
+        return self.weights @ self.means
 
     def encode_prompts(self, prompts: list[str]) -> PromptEmbeds:
         return PromptEmbeds(torch.zeros(len(prompts), 1, 1, device=self.device))
@@ -67,12 +103,13 @@ class GaussianToyModel:
     def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, embeds: PromptEmbeds) -> torch.Tensor:
         return self.denoiser(latents, timesteps.expand(latents.shape[0]))
 
-    def make_scheduler(self, kind: str = "ddim"):
+    def make_scheduler(self, kind: str = "ddim", final_sigmas_type: str = "zero"):
         common = dict(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon", timestep_spacing="trailing")
         if kind == "ddim":
             return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False)
         if kind == "dpmsolver-sde":
-            return DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=1)
+            return DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=1,
+                                               final_sigmas_type=final_sigmas_type)
         raise ValueError(f"the toy model samples with ddim or dpmsolver-sde, not {kind!r}")
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -81,6 +118,39 @@ class GaussianToyModel:
     def extract_meshes(self, representation):
         raise NotImplementedError("the toy model has no geometry")
 
+    def tilted(self, beta: float, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means (K, 2) and weights (K,) of the data tilted by exp(beta direction.x) (closed form)."""
+        c = torch.as_tensor(direction, dtype=torch.float32)
+        logw = self.weights.log() + beta * (self.means @ c)
+        return self.means + beta * self.std**2 * c, torch.softmax(logw, 0)
+
     def tilted_mean(self, beta: float, direction: torch.Tensor) -> torch.Tensor:
-        """Mean (2,) of the target p(x) exp(beta direction.x): m + beta s^2 c."""
-        return self.mean + beta * self.std**2 * direction.float()
+        """Mean (2,) of the data tilted by exp(beta direction.x)."""
+        means, weights = self.tilted(beta, direction)
+        return weights @ means
+
+    def log_flow(self, x: torch.Tensor, t: int, beta: float, direction: torch.Tensor) -> torch.Tensor:
+        """log F_t(x) = log E[exp(beta c.x0) | x_t = x] under the data posterior (B,), up to a constant.
+
+        The exact flow of the continuous-time base; its gradient in x is the guidance that turns the
+        base's transitions into the tilted model's (the "exact flow guidance" oracle).
+        """
+        c = torch.as_tensor(direction, dtype=x.dtype)
+        a = float(self.denoiser.alphas_cumprod[int(t)]) if t >= 0 else 1.0
+        v = a * self.std**2 + 1 - a
+        diff = x[:, None, :] - math.sqrt(a) * self.means[None].to(x.dtype)
+        log_resp = self.weights.log().to(x.dtype) - diff.pow(2).sum(-1) / (2 * v)  # unnormalised log P(k|x)
+        x0_k = self.means[None].to(x.dtype) + math.sqrt(a) * self.std**2 / v * diff  # E[x0 | x, k]
+        post_var = self.std**2 * (1 - a) / v
+        log_f_k = beta * (x0_k @ c) + 0.5 * beta**2 * post_var * float(c @ c)
+        return torch.logsumexp(log_resp + log_f_k, 1) - torch.logsumexp(log_resp, 1)
+
+
+class GaussianToyModel(MixtureToyModel):
+    """One component: N(m, s^2 I). The tilt is N(m + beta s^2 c, s^2); only ``proj_out`` is LoRA-adapted."""
+
+    name = "toy-gaussian"
+    lora_target_modules = ("proj_out",)
+
+    def __init__(self, mean=(0.5, -0.5), std: float = 0.7, device: str | torch.device = "cpu"):
+        super().__init__(means=(tuple(mean),), weights=(1.0,), std=std, device=device)

@@ -34,7 +34,7 @@ class Cameras:
         return Cameras(*(t.to(device) for t in (self.azimuth, self.elevation, self.radius, self.fov)))
 
     def __getitem__(self, index) -> "Cameras":
-        idx = index if isinstance(index, slice) else slice(index, index + 1)
+        idx = index if isinstance(index, (slice, torch.Tensor)) else slice(index, index + 1)
         return Cameras(self.azimuth[idx], self.elevation[idx], self.radius[idx], self.fov[idx])
 
 

@@ -1,4 +1,4 @@
-"""Depth-normal consistency (DNC): a geometry reward with no network (ALGORITHM.md).
+"""Depth-normal consistency (DNC): a geometry reward with no network (docs/method.md).
 
 The rendered depth is unprojected along each pixel's ray into 3D points; pseudo-normals are the
 cross product of the points' central differences across the image; the reward is the mean cosine

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from ..params import MAX_REWARD_WEIGHT
 from .base import Reward, WeightedSum
 from .errors import RewardConfigError, RewardModelMissing
 
@@ -294,7 +295,8 @@ def parse_reward_expression(expression: str) -> list[tuple[float, str]]:
     """``"0.5*dnc + palette - 2*aesthetic"`` -> ``[(0.5, "dnc"), (1.0, "palette"), (-2.0, "aesthetic")]``.
 
     Grammar: ``term (('+' | '-') term)*`` with ``term := ['+' | '-'] [number '*'] name``. Names are
-    not checked against the registry here.
+    not checked against the registry here; a weight above ``engine.params.MAX_REWARD_WEIGHT`` (or
+    one that overflows to inf) is refused, since it would make every reward non-finite.
     """
     if not isinstance(expression, str) or not expression.strip():
         raise RewardConfigError("empty reward expression")
@@ -327,6 +329,8 @@ def parse_reward_expression(expression: str) -> list[tuple[float, str]]:
         weight = 1.0
         if i < len(tokens) and tokens[i][0] == "number":
             weight = float(tokens[i][1])
+            if not weight <= MAX_REWARD_WEIGHT:  # 1e999 parses as inf
+                fail(f"the weight {tokens[i][1]} is too large (at most {MAX_REWARD_WEIGHT:g}: weights mix rewards, beta scales them)")
             i += 1
             if i >= len(tokens) or tokens[i] != ("op", "*"):
                 fail(f"expected '*' after the weight {weight:g}")

@@ -36,8 +36,16 @@ class SamplerConfig:
     guidance: float | None = None  # None: the model's ``default_guidance``
     scheduler: str = "ddim"
     eta: float = 1.0
+    # dpmsolver-sde only: "zero" ends on a deterministic step to the clean latent; "sigma_min" ends
+    # on a stochastic step to the schedule's smallest noise level (std about 0.01), so the last
+    # transition can be trained on, as the paper's code samples DiffSplat (docs/method.md).
+    final_sigmas: str = "zero"
 
     def __post_init__(self) -> None:
+        if self.final_sigmas not in ("zero", "sigma_min"):
+            raise ValueError("final_sigmas must be 'zero' or 'sigma_min'")
+        if self.final_sigmas != "zero" and self.scheduler != "dpmsolver-sde":
+            raise ValueError("final_sigmas='sigma_min' needs the dpmsolver-sde scheduler")
         if not 1 <= self.steps <= 1000:
             raise ValueError("steps must be in 1..1000")
         if self.guidance is not None and (self.guidance < 0 or not math.isfinite(self.guidance)):
@@ -77,13 +85,29 @@ class SampleResult:
     trajectory: Trajectory | None
 
 
+def make_scheduler(model: DiffusionModel, config: SamplerConfig):
+    """The model's scheduler of kind ``config.scheduler``, with the config's overrides applied.
+
+    Timesteps are not set; callers set ``config.steps`` on their own device.
+    """
+    scheduler = model.make_scheduler(config.scheduler)
+    if config.final_sigmas != "zero":
+        if getattr(scheduler.config, "final_sigmas_type", None) is None:
+            raise ValueError(f"{type(scheduler).__name__} has no final_sigmas_type; final_sigmas needs dpmsolver-sde")
+        alphas = scheduler.alphas_cumprod
+        scheduler = type(scheduler).from_config(scheduler.config, final_sigmas_type=config.final_sigmas)
+        scheduler.alphas_cumprod = alphas  # keep the model's precision choice (float64 coefficients)
+    return scheduler
+
+
 def guided_output(
     model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, cond: PromptEmbeds, uncond: PromptEmbeds, guidance: float
 ) -> torch.Tensor:
-    """Classifier-free guided denoiser output for x (B, *L) at timestep t (scalar or (B,))."""
+    """Classifier-free guided denoiser output for x (B, *L) at timestep t ((1,) or (B,): one per sample)."""
+    t = t.reshape(-1).expand(x.shape[0])
     if guidance == 1.0:
-        return model.denoise(x, t.expand(x.shape[0]), cond)
-    both = model.denoise(torch.cat([x, x]), t.expand(2 * x.shape[0]), PromptEmbeds.cat([uncond, cond]))
+        return model.denoise(x, t, cond)
+    both = model.denoise(torch.cat([x, x]), torch.cat([t, t]), PromptEmbeds.cat([uncond, cond]))
     out_u, out_c = both.chunk(2)
     return out_u + guidance * (out_c - out_u)
 
@@ -189,7 +213,7 @@ def sample(
     cond = model.encode_prompts(prompts)
     uncond = model.unconditional_embeds(len(prompts))
     device = cond.hidden.device
-    scheduler = model.make_scheduler(config.scheduler)
+    scheduler = make_scheduler(model, config)
     scheduler.set_timesteps(config.steps, device=device)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     x = _noise(generators, model.latent_shape, device) * scheduler.init_noise_sigma

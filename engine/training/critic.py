@@ -462,4 +462,4 @@ def evaluate_critic(net: CriticNet, data: RenderSet) -> CriticMetrics:
 
 def config_dict(cfg) -> dict:
     """A dataclass config as a JSON-able dict (for caches and the weights' JSON)."""
-    return json.loads(json.dumps(asdict(cfg), default=list))
+    return json.loads(json.dumps(asdict(cfg), default=list, allow_nan=False))

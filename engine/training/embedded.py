@@ -12,7 +12,6 @@ and thread count the run is reproducible. Defaults are sized for 2 CPU cores (fi
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ..data.procedural import ShapeSpec, field_volume, near_surface_points, sample_spec
-from ..fileio import atomic_write
+from ..fileio import atomic_write, strict_json
 from ..models.embedded.model import EmbeddedConfig, EmbeddedModel
 from ..models.embedded.text import prompt_ids
 
@@ -231,6 +230,6 @@ def train_embedded(cfg: TrainConfig, out_dir: str | os.PathLike, log: Log = prin
     refine_decoder(model, cfg, log)
     for cycle in range(cfg.diffusion_extra_cycles):
         train_diffusion(model, latents / model.config.scaling_factor, ids, cfg, log, cfg.diffusion_extra_steps, cfg.diffusion_extra_lr, 4 + cycle)
-    save_weights(model, out_dir, {"train_config": json.dumps(asdict(cfg)), "seconds": round(time.time() - start)})
+    save_weights(model, out_dir, {"train_config": strict_json(asdict(cfg)), "seconds": round(time.time() - start)})
     log(f"saved to {out_dir} after {time.time() - start:.0f}s")
     return model

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.baseline and args.repeats:
             report["in_process_median_wall_s"] = round(statistics.median(local[1:]), 3)
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, allow_nan=False))
         return 0
     finally:
         client.stop()

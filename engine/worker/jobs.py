@@ -11,7 +11,6 @@ or device gets a freshly loaded model (the embedded model loads in about 20 ms o
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -24,14 +23,16 @@ from pathlib import Path
 from typing import Callable
 
 from ..data.grammar import parse_prompt
+from ..fileio import write_json
 from ..geometry.mesh import save_npz
+from ..params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, MAX_SEED, check_device,
+                      check_float, check_int, check_keys, check_str)
 from ..sampling.sampler import Cancelled, SamplerConfig
 from . import protocol
 from .protocol import BadInput
 
 TEST_JOBS_ENV = "ENGINE_WORKER_TEST_JOBS"  # "1" registers the test-only job kinds (``_crash``)
 SCHEDULERS = ("ddim", "ddpm", "dpmsolver-sde")
-MAX_COUNT = 256
 
 
 class JobContext:
@@ -85,44 +86,13 @@ JobFn = Callable[[dict, JobContext], dict]
 
 
 # -- parameter validation --------------------------------------------------------------------
-def _check_keys(params: dict, allowed: set[str], required: set[str]) -> None:
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise BadInput(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    missing = sorted(required - set(params))
-    if missing:
-        raise BadInput(f"missing parameter(s) {', '.join(missing)}")
-
-
-def _int(params: dict, name: str, default: int, lo: int, hi: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        # JSON has one number type: accept 4.0 but not 4.5
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise BadInput(f"{name} must be an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise BadInput(f"{name} must be in {lo}..{hi}, got {value}")
-    return value
-
-
-def _float(params: dict, name: str, default: float | None, lo: float, hi: float, nullable: bool = False) -> float | None:
-    value = params.get(name, default)
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadInput(f"{name} must be a finite number, got {value!r}")
-    if not lo <= value <= hi:
-        raise BadInput(f"{name} must be in [{lo}, {hi}], got {value}")
-    return float(value)
-
-
-def _str(params: dict, name: str, default: str | None = None) -> str | None:
-    value = params.get(name, default)
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise BadInput(f"{name} must be a non-empty string, got {value!r}")
-    return value
+def _absolute_out_dir(params: dict) -> Path:
+    """``out_dir`` as an absolute path (``~`` expanded): the worker's cwd is the extension's own
+    folder, which must never be written to, so a relative one is refused for every job kind."""
+    out_dir = Path(check_str("out_dir", params.get("out_dir"))).expanduser()
+    if not out_dir.is_absolute():
+        raise BadInput(f"out_dir must be an absolute path, got {str(out_dir)!r}")
+    return out_dir
 
 
 @dataclass(frozen=True)
@@ -146,45 +116,42 @@ class GenerateParams:
     def from_params(cls, params: dict) -> "GenerateParams":
         """Validate raw JSON params; raise :class:`BadInput` or ``PromptError`` (both ``bad_input``)."""
         fields = set(cls.__dataclass_fields__)
-        _check_keys(params, fields, {"prompt", "out_dir"})
+        check_keys(params, fields, {"prompt", "out_dir"})
         prompt = params["prompt"]
         if not isinstance(prompt, str):
             raise BadInput(f"prompt must be a string, got {prompt!r}")
         parse_prompt(prompt)  # PromptError lists the vocabulary
-        out_dir = Path(_str(params, "out_dir")).expanduser()
-        if not out_dir.is_absolute():
-            # the worker's cwd is the extension's own folder, which must never be written to
-            raise BadInput(f"out_dir must be an absolute path, got {str(out_dir)!r}")
+        out_dir = _absolute_out_dir(params)
         if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
             raise BadInput(f"out_dir {str(out_dir)!r} exists and is not an empty folder; give a new folder per job")
-        scheduler = _str(params, "scheduler", "ddim")
+        scheduler = check_str("scheduler", params.get("scheduler", "ddim"))
         if scheduler not in SCHEDULERS:
             raise BadInput(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
-        adapter = _str(params, "adapter")
+        adapter = check_str("adapter", params.get("adapter"), nullable=True)
         if adapter is not None:
             adapter = Path(adapter).expanduser()
             if not adapter.is_absolute() or not adapter.exists():
                 raise BadInput(f"adapter {str(adapter)!r} must be an absolute path to an existing adapter")
-        adapter_weight = _float(params, "adapter_weight", 1.0, 0.0, 2.0)
+        adapter_weight = check_float("adapter_weight", params.get("adapter_weight", 1.0), 0.0, MAX_ADAPTER_WEIGHT)
         if adapter is None and "adapter_weight" in params:
             raise BadInput("adapter_weight needs an adapter")
-        seed = _int(params, "seed", 0, 0, 2**63 - 1)
-        count = _int(params, "count", 1, 1, MAX_COUNT)
-        if seed + count - 1 > 2**63 - 1:
+        seed = check_int("seed", params.get("seed", 0), 0, MAX_SEED)
+        count = check_int("count", params.get("count", 1), 1, MAX_COUNT)
+        if seed + count - 1 > MAX_SEED:
             raise BadInput("seed + count - 1 must fit in 63 bits")
         return cls(
             prompt=prompt,
             out_dir=out_dir,
             count=count,
             seed=seed,
-            steps=_int(params, "steps", 20, 1, 1000),
-            guidance=_float(params, "guidance", None, 0.0, 100.0, nullable=True),
+            steps=check_int("steps", params.get("steps", 20), 1, MAX_SAMPLING_STEPS),
+            guidance=check_float("guidance", params.get("guidance"), 0.0, MAX_GUIDANCE, nullable=True),
             scheduler=scheduler,
-            eta=_float(params, "eta", 1.0, 0.0, 1.0),
+            eta=check_float("eta", params.get("eta", 1.0), 0.0, 1.0),
             adapter=adapter,
             adapter_weight=adapter_weight,
-            batch_size=_int(params, "batch_size", 8, 1, 256),
-            device=_str(params, "device", "cpu"),
+            batch_size=check_int("batch_size", params.get("batch_size", 8), 1, MAX_COUNT),
+            device=check_device(params.get("device", "cpu")),
         )
 
 
@@ -322,7 +289,7 @@ def run_generate(params: dict, ctx: JobContext) -> dict:
                 "total_s": round(time.perf_counter() - t_start, 3),
             },
         }
-        (staging / "manifest.json").write_text(json.dumps(data, indent=2) + "\n")
+        write_json(staging / "manifest.json", data)
         ctx.check_cancel()  # last cancellation point: after this the job's output exists
         _commit_dir(staging, p.out_dir)
     finally:
@@ -337,10 +304,13 @@ def run_align(params: dict, ctx: JobContext) -> dict:
 
     Its contract: bad parameters raise ``ValueError`` before any work, so a ``ValueError`` raised
     before the first ``progress`` call is reported as ``bad_input``, a later one as ``runtime``.
-    ``Cancelled`` once ``should_cancel()`` is true. It owns its outputs' atomicity.
+    ``Cancelled`` once ``should_cancel()`` is true. It owns its outputs' atomicity. A relative
+    ``out_dir`` is refused here, as for ``generate`` (the CLI's alignment may write relative to its cwd).
     """
     from ..align import run_alignment
 
+    if "out_dir" in params:  # a missing one is run_alignment's to refuse
+        params = {**params, "out_dir": str(_absolute_out_dir(params))}
     started = False
 
     def progress(fraction: float, message: str = "") -> None:

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,46 @@ def test_demo_writes_meshes_contact_sheet_and_manifest(tmp_path):
     pixels = sheet.convert("RGB").load()
     # The red cube's tile is not blank: some pixel is clearly red.
     assert any(pixels[x, y][0] > 150 and pixels[x, y][1] < 90 for x in range(48) for y in range(48))
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+ALIGN = ["align", "--reward", "palette", "--option", "palette.palette=#ff8800"]
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["generate", "--prompt", "a red cube", "--adapter-weight", "nan"], "--adapter-weight must be a finite number, got nan"),
+        (["generate", "--prompt", "a red cube", "--adapter-weight", "inf"], "--adapter-weight must be a finite number"),
+        (["generate", "--prompt", "a red cube", "--count", "1000000000"], "--count must be in 1..256, got 1000000000"),
+        (["generate", "--prompt", "a red cube", "--guidance", "nan"], "--guidance must be a finite number"),
+        ([*ALIGN, "--beta", "1e30"], "beta must be in [0, 1e+12], got 1e+30"),
+        ([*ALIGN, "--beta", "nan"], "beta must be a finite number, got nan"),
+        ([*ALIGN, "--lr", "inf"], "lr must be a finite number, got inf"),
+        ([*ALIGN, "--lr", "1e30"], "lr must be in [0, 1], got 1e+30"),
+        (["align", "--reward", "1e999*palette", "--option", "palette.palette=#ff8800"], "the weight 1e999 is too large"),
+    ],
+)
+def test_non_finite_or_absurd_numbers_are_one_line_and_exit_2(tmp_path, capsys, argv, words):
+    t0 = time.perf_counter()
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert words in _one_line_error(capsys)
+    assert time.perf_counter() - t0 < 20  # answered before any work (--count 1e9 took 32 s to fail with MemoryError)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+@pytest.mark.parametrize("command", [["generate", "--prompt", "a red cube"], ALIGN])
+def test_unavailable_device_is_one_line_naming_the_offered_devices(tmp_path, capsys, monkeypatch, command, device):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU build of torch, whatever this machine has
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert main([*command, "--device", device, "--out", str(tmp_path / "out")]) == 2
+    assert _one_line_error(capsys) == f"error: device {device!r} is not available: this torch ({torch.__version__}) offers auto, cpu\n"
+    assert not (tmp_path / "out").exists()

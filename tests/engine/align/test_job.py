@@ -93,3 +93,73 @@ def test_rewards_command_lists_every_builtin(capsys):
     assert main(["rewards"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("dnc", "palette", "reference", "plugin", "critic", "aesthetic"))
+
+
+def _strict_lines(path):
+    """log.jsonl as a strict JSON reader sees it: NaN or Infinity fails the test."""
+    refuse = lambda c: pytest.fail(f"{path.name} holds {c}")  # noqa: E731
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def _diverge_at(monkeypatch, step, field="loss"):
+    """Make round ``step`` come out with a NaN ``field``, as a too-large beta or lr does."""
+    from engine.align.trainer import Aligner
+
+    real = Aligner.train_step
+
+    def train_step(self, should_cancel=None):
+        record = real(self, should_cancel)
+        if record.step == step:
+            setattr(record, field, float("nan"))
+        return record
+
+    monkeypatch.setattr(Aligner, "train_step", train_step)
+
+
+def test_a_diverging_round_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from engine.align.job import AlignmentDiverged
+
+    _diverge_at(monkeypatch, 2)
+    out = tmp_path / "run"
+    with pytest.raises(AlignmentDiverged) as info:
+        run_alignment(_params(out, steps=3, trajectories=1, extra={**TINY, "checkpoint_every": 1}))
+    assert str(info.value) == (f"alignment diverged at round 2: loss = nan; the last good checkpoint is kept in "
+                               f"{out / 'checkpoint.pt'} (round 1); lower beta or lr and start again in a new folder")
+    assert [r["step"] for r in _strict_lines(out / "log.jsonl")] == [1]  # round 2 never reached the log
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert not (out / "report.json").exists() and not (out / "adapter").exists()
+
+
+def test_divergence_in_the_first_round_says_no_checkpoint_was_written(tmp_path, monkeypatch):
+    from engine.align.job import AlignmentDiverged
+
+    _diverge_at(monkeypatch, 1, "reward_mean")
+    with pytest.raises(AlignmentDiverged, match="round 1: reward_mean = nan; no checkpoint had been written yet"):
+        run_alignment(_params(tmp_path / "run", trajectories=1))
+    assert not (tmp_path / "run" / "log.jsonl").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"steps": "3"}, "steps must be an integer, got '3'"),
+        ({"beta": "big"}, "beta must be a finite number, got 'big'"),
+        ({"beta": 1e30}, "beta must be in [0, 1e+12], got 1e+30"),
+        ({"extra": {"beta": 1e30}}, "beta must be in [0, 1e+12], got 1e+30"),
+        ({"lr": float("nan")}, "lr must be a finite number, got nan"),
+        ({"extra": {"lr": 1e30}}, "lr must be in [0, 1], got 1e+30"),
+        ({"prompts": "a red cube"}, "prompts must be a non-empty list"),
+        ({"resume": "yes"}, "resume must be true or false"),
+        ({"reward_options": {"palette": "#ff8800"}}, "reward_options must map reward names to objects"),
+        ({"extra": {"subsample": "x"}}, "extra.subsample must be a finite number"),
+        ({"extra": {"sampler": {"steps": "4"}}}, "extra.sampler.steps must be an integer"),
+    ],
+)
+def test_wrong_types_and_ranges_are_refused_naming_the_field(tmp_path, change, words):
+    from engine.align.job import AlignJob
+    from engine.params import BadInput
+
+    with pytest.raises(BadInput) as info:
+        AlignJob.from_params(_params(tmp_path / "run", **change)).config()
+    assert words in str(info.value)
+    assert not (tmp_path / "run").exists()

@@ -118,6 +118,8 @@ def test_expression_parsing():
         ("dnc +", "expected a reward name"),
         ("2*", "expected a reward name"),
         ("dnc / 2", "cannot parse"),
+        ("1e999*palette", "the weight 1e999 is too large"),  # inf: every reward would be non-finite
+        ("dnc - 1e7*palette", "the weight 1e7 is too large \\(at most 1e\\+06"),
     ]:
         with pytest.raises(RewardConfigError, match=message):
             parse_reward_expression(bad)

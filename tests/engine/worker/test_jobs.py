@@ -201,3 +201,55 @@ def test_adapter_weight_needs_an_adapter(tmp_path):
         GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "adapter_weight": 0.5})
     p = GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "adapter": str(tmp_path), "adapter_weight": 0.5})
     assert (p.adapter, p.adapter_weight) == (tmp_path, 0.5)
+
+
+def test_count_is_bounded_by_the_one_limit_the_cli_shares():
+    from engine import cli, params
+
+    assert jobs.MAX_COUNT is params.MAX_COUNT is cli.MAX_COUNT == 256
+
+
+def test_unavailable_device_is_bad_input_naming_the_offered_devices(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU build of torch
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    expected = f"device 'cuda' is not available: this torch ({torch.__version__}) offers auto, cpu"
+    with pytest.raises(BadInput) as info:
+        GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "device": "cuda"})
+    assert str(info.value) == expected
+    with pytest.raises(BadInput) as info:  # the real alignment job: refused before any work
+        jobs.run_align({"out_dir": str(tmp_path / "a"), "reward": "dnc", "device": "cuda"}, JobContext("j", lambda m: None))
+    assert str(info.value) == expected
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_align_refuses_a_relative_out_dir_as_generate_does(monkeypatch, tmp_path):
+    called = []
+    use_align(monkeypatch, fake_module("engine.align", run_alignment=lambda *a: called.append(a) or {}))
+    for kind in (jobs.run_align, jobs.run_generate):
+        with pytest.raises(BadInput, match="out_dir must be an absolute path, got 'relative/dir'"):
+            kind({"prompt": "a red cube", "out_dir": "relative/dir"}, JobContext("j", lambda m: None))
+    assert called == []
+    monkeypatch.setenv("HOME", str(tmp_path))
+    jobs.run_align({"out_dir": "~/run"}, JobContext("j", lambda m: None))
+    assert called[0][0] == {"out_dir": str(tmp_path / "run")}  # expanded: never a folder named "~" in the cwd
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"steps": "3"}, "steps must be an integer, got '3'"),
+        ({"beta": "high"}, "beta must be a finite number, got 'high'"),
+        ({"lora_rank": 2.5}, "lora_rank must be an integer, got 2.5"),
+        ({"prompts": [3]}, "prompts[] must be a non-empty string, got 3"),
+        ({"extra": {"subsample": "x"}}, "extra.subsample must be a finite number, got 'x'"),
+        ({"extra": []}, "extra must be an object of AlignConfig fields"),
+    ],
+)
+def test_wrong_typed_align_params_are_bad_input_naming_the_field(tmp_path, change, words):
+    params = {"out_dir": str(tmp_path / "a"), "reward": "dnc", **change}
+    with pytest.raises(BadInput) as info:
+        jobs.run_align(params, JobContext("j", lambda m: None))
+    assert words in str(info.value)
+    assert list(tmp_path.iterdir()) == []

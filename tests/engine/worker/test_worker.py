@@ -210,6 +210,23 @@ def test_run_job_sync_returns_data_and_raises_job_errors(client, tmp_path):
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
+def test_bad_align_params_and_unavailable_devices_come_back_as_bad_input(client, tmp_path):
+    """What the add-on shows in its popup: one line naming the field, or the devices this torch offers."""
+    jobs = {
+        client.submit("align", {"reward": "dnc", "out_dir": "relative/run"}): "out_dir must be an absolute path, got 'relative/run'",
+        client.submit("align", {"reward": "dnc", "steps": "3", "out_dir": tmp_path / "a"}): "steps must be an integer, got '3'",
+        client.submit("align", {"reward": "dnc", "device": "cuda:99", "out_dir": tmp_path / "b"}): "device 'cuda:99' is not available",
+        client.submit("generate", {"prompt": "a red cube", "device": "cuda:99", "out_dir": tmp_path / "c"}): "device 'cuda:99' is not available",
+    }
+    done = [m for m in messages_until_done(client, list(jobs)) if m["type"] in TERMINAL]
+    for msg in done:
+        assert msg["type"] == "error" and msg["kind"] == "bad_input", msg
+        assert msg["message"].startswith(jobs[msg["id"]]) and "\n" not in msg["message"]
+    device_errors = {m["message"] for m in done if "cuda:99" in m["message"]}
+    assert len(device_errors) == 1 and "offers auto, cpu" in device_errors.pop()  # the same line for both kinds
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_job_sync_with_an_interpreter_path_runs_a_worker_for_one_job(tmp_path):
     data = run_job_sync(sys.executable, "generate", {"prompt": "a purple sphere", "steps": 2, "out_dir": tmp_path / "a"})
     assert [a["seed"] for a in data["assets"]] == [0] and os.path.isfile(data["assets"][0]["glb_path"])
