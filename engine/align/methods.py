@@ -95,6 +95,11 @@ def _group_timesteps(ctx: StepContext, states: list[int], b: int, device) -> tor
     return torch.tensor(ts, device=device).repeat_interleave(b)
 
 
+def _rows(groups: list[int], b: int, device) -> torch.Tensor:
+    """Row indices in a stacked (n * b, ...) tensor of the groups ``groups`` (each b rows)."""
+    return torch.cat([torch.arange(i * b, (i + 1) * b) for i in groups]).to(device)
+
+
 def _groups(n_rows: int, n: int) -> list[slice]:
     b = n_rows // n
     return [slice(i * b, (i + 1) * b) for i in range(n)]
@@ -114,12 +119,11 @@ def reward_gradients(ctx: StepContext, chunk: Chunk, x: torch.Tensor, states: li
     n, b = len(states), x.shape[0] // len(states)
     terminal = K if chunk.stds is None else terminal_state(chunk.stds)
     x = x.detach().requires_grad_(True)
-    weights = []
     with torch.enable_grad():
         noisy = [i for i, j in enumerate(states) if j < K]
         x0 = x
         if noisy:
-            rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in noisy]).to(x.device)
+            rows = _rows(noisy, b, x.device)
             t = _group_timesteps(ctx, [states[i] for i in noisy], b, x.device)
             cond, uncond = _repeat_embeds(chunk.cond, len(noisy)), _repeat_embeds(chunk.uncond, len(noisy))
             with lora_disabled(ctx.model) if ctx.config.reward_gradient_from == "base" else contextlib.nullcontext():
@@ -128,15 +132,14 @@ def reward_gradients(ctx: StepContext, chunk: Chunk, x: torch.Tensor, states: li
                       for sl, i in zip(_groups(len(rows), len(noisy)), noisy)]
             x0 = x.clone()
             x0[rows] = torch.cat(cleans)
-        for j in states:
-            a = alpha_bar(ctx.scheduler, int(ctx.timesteps[j])) if j < terminal else 1.0
-            weights.append(reward_weight(ctx.config.reward_weighting, a) if j < terminal else 1.0)
+        weights = [reward_weight(ctx.config.reward_weighting, alpha_bar(ctx.scheduler, int(ctx.timesteps[j])))
+                   if j < terminal else 1.0 for j in states]
         few = ctx.config.intermediate_views
         inner = [i for i, j in enumerate(states) if j < terminal] if few is not None else []
         if inner and len(inner) < n:
             # Two renders: fewer views where w < 1, all of them at and after the terminal state.
-            rows_in = torch.cat([torch.arange(i * b, (i + 1) * b) for i in inner]).to(x.device)
-            rows_end = torch.cat([torch.arange(i * b, (i + 1) * b) for i in range(n) if i not in inner]).to(x.device)
+            rows_in = _rows(inner, b, x.device)
+            rows_end = _rows([i for i in range(n) if i not in inner], b, x.device)
             r = torch.empty(n * b, dtype=x.dtype, device=x.device)
             views = ctx.objective.subset_views(ctx.views, few, ctx.generator)
             r_in = ctx.objective(x0[rows_in], chunk.prompts * len(inner), views, ctx.generator)
@@ -225,7 +228,7 @@ def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
     if ctx.flow is not None:
         inner = [i for i, j in enumerate(ends) if j < terminal]
         if inner:
-            flow_rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in inner]).to(x_prev.device)
+            flow_rows = _rows(inner, b, x_prev.device)
             t_end = _group_timesteps(ctx, [ends[i] for i in inner], b, x_prev.device)
             target = target.index_add(0, flow_rows, _flow(ctx, x_prev[flow_rows], t_end))
     std = _stack(chunk.stds, ks)
@@ -250,7 +253,7 @@ def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
         at_end = [i for i, j in enumerate(ends) if j >= terminal]
         loss_term = torch.zeros(())
         if at_end:
-            rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in at_end]).to(x_prev.device)
+            rows = _rows(at_end, b, x_prev.device)
             loss_term = _flow(ctx, x_prev[rows], _group_timesteps(ctx, [ends[i] for i in at_end], b, x_prev.device)).pow(2).mean()
             loss_term = loss_term * len(at_end) / n
         total = total + loss_rev + loss_term
