@@ -1,13 +1,14 @@
 """Seconds per alignment round for every method on the embedded model, and the Nabla-R2D3 / ReFL ratio.
 
-    .venv/bin/python scripts/benchmark_alignment.py [--trajectories 8] [--rounds 2] [--threads 1]
+    .venv/bin/python scripts/benchmark_alignment.py [--trajectories 8] [--rounds 3] [--threads 1]
         [--micro-batch 4] [--accumulate 2] [--reward palette] [--set FIELD=JSON] [--profile]
+        [--methods refl draft ddpo nabla "nabla:intermediate_views=1,intermediate_detail=0.5"]
 
 Each method runs with the engine's defaults for the reward (AlignJob.config: beta, lr, sampler,
 views, render settings), ``--trajectories`` per round, micro-batches of ``--micro-batch`` and
 ``--accumulate`` of them per update (8 / 4 / 2: one update per round, the paper's batching). One
-warm-up round, then the median of ``--rounds`` timed rounds. Not a test: nothing is asserted.
-``--profile`` prints the top of cProfile's cumulative table for one Nabla-R2D3 round.
+warm-up round each, then the median of ``--rounds`` timed rounds, interleaved across methods. Not a test: nothing is asserted.
+``--profile`` prints the top of cProfile's cumulative table for one round of the first Nabla-R2D3 variant.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from engine.align.job import AlignJob  # noqa: E402
-from engine.align.lora import remove_lora  # noqa: E402
 from engine.align.objective import RenderedReward  # noqa: E402
 from engine.align.trainer import Aligner  # noqa: E402
 from engine.models import load_model  # noqa: E402
@@ -41,9 +41,15 @@ def _assignment(text: str) -> tuple[str, object]:
     return key, json.loads(value)
 
 
-def aligner(model, method: str, args) -> Aligner:
+def _variant(text: str) -> tuple[str, str, dict]:
+    """"nabla" or "nabla:intermediate_views=1,intermediate_detail=0.5" -> (label, method, overrides)."""
+    method, _, rest = text.partition(":")
+    return text, method, dict(_assignment(a) for a in rest.split(",") if a)
+
+
+def aligner(model, method: str, overrides: dict, args) -> Aligner:
     job = AlignJob(out_dir="unused", reward=args.reward, method=method, trajectories=args.trajectories,
-                   extra={"micro_batch": args.micro_batch, "accumulate": args.accumulate, **dict(args.set or [])})
+                   extra={"micro_batch": args.micro_batch, "accumulate": args.accumulate, **dict(args.set or []), **overrides})
     cfg = job.config()
     objective = RenderedReward(model, build_reward_expression(args.reward, OPTIONS.get(args.reward, {})), cfg.orbit, cfg.render, cfg.image_noise)
     return Aligner(model, objective, PROMPTS, dataclasses.replace(cfg, steps=10**6))
@@ -54,36 +60,44 @@ def main() -> None:
     ap.add_argument("--trajectories", type=int, default=8)
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--accumulate", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reward", default="palette")
-    ap.add_argument("--methods", nargs="+", default=["refl", "draft", "ddpo", "nabla"])
+    ap.add_argument("--methods", nargs="+", default=["refl", "draft", "ddpo", "nabla"],
+                    help='methods, or "method:FIELD=JSON,..." for a variant (e.g. nabla:intermediate_views=1)')
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--set", action="append", type=_assignment, metavar="FIELD=JSON",
                     help="an AlignConfig field for every method, e.g. intermediate_views=1 (repeatable)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model("embedded")
-    seconds = {}
-    for method in args.methods:
-        remove_lora(model)
-        al = aligner(model, method, args)
-        al.train_step()  # warm-up
-        runs = []
-        for _ in range(args.rounds):
+    variants = [_variant(m) for m in args.methods]
+    # One model and aligner per variant, rounds interleaved: a slow spell of the machine then hits
+    # every method alike instead of whichever ran during it.
+    aligners = {}
+    for label, method, overrides in variants:
+        aligners[label] = aligner(load_model("embedded"), method, overrides, args)
+        aligners[label].train_step()  # warm-up
+    runs = {label: [] for label in aligners}
+    for _ in range(args.rounds):
+        for label, al in aligners.items():
             t0 = time.perf_counter()
             al.train_step()
-            runs.append(time.perf_counter() - t0)
-        seconds[method] = statistics.median(runs)
-        print(f"{method:6s} {seconds[method]:6.2f} s per round, {seconds[method] / args.trajectories:5.2f} s per trajectory", flush=True)
-        if method == "nabla" and args.profile:
-            prof = cProfile.Profile()
-            prof.runcall(al.train_step)
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+            runs[label].append(time.perf_counter() - t0)
+    seconds = {label: statistics.median(r) for label, r in runs.items()}
+    for label, s in seconds.items():
+        print(f"{label:12s} {s:6.2f} s per round, {s / args.trajectories:5.2f} s per trajectory  "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in runs[label])})", flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.trajectories} trajectories per round, "
-          f"micro-batch {args.micro_batch} x {args.accumulate}, reward {args.reward}")
-    if "nabla" in seconds and "refl" in seconds:
-        print(f"Nabla-R2D3 / ReFL: {seconds['nabla'] / seconds['refl']:.2f}")
+          f"micro-batch {args.micro_batch} x {args.accumulate}, reward {args.reward}, rounds interleaved")
+    if "refl" in seconds:
+        for label, _, _ in variants:
+            if label.startswith("nabla"):
+                print(f"{label} / ReFL: {seconds[label] / seconds['refl']:.2f}")
+    if args.profile:
+        label = next(label for label, method, _ in variants if method == "nabla")
+        prof = cProfile.Profile()
+        prof.runcall(aligners[label].train_step)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ ALL_METHODS = ("base", "refl", "ddpo", "draft", "nabla")
 DEFAULT_REWARD_OPTIONS = {"palette": {"palette": "#ff8800"}}
 EVAL_SEED_BASE = 2_000_000  # held-out seeds of every method's samples (paired across methods)
 FLOOR_SEED_BASE = 3_000_000  # a second, disjoint base sample set: the FD noise floor
+TUNING_SEED_BASES = (4_000_000, 5_000_000)  # --tuning: the same two sets for choosing settings
 EVAL_AZIMUTH_OFFSET = 30.0  # fixed evaluation cameras, between the training azimuths' extremes
 BATCH = 8  # samples rendered at once
 COMMAND = "scripts/evaluate_alignment.py"
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE", dest="overrides",
                    help="any other AlignConfig field for one method, e.g. nabla.clip_reward_grad=1.0 (JSON values)")
     p.add_argument("--seed", type=int, default=0, help="training seed, shared by every method")
+    p.add_argument("--tuning", action="store_true",
+                   help=f"measure on the tuning seeds ({TUNING_SEED_BASES[0]}, ...) instead of the evaluation seeds, "
+                        "to choose settings without looking at the table's samples")
     p.add_argument("--critic-weights", type=Path, default=None, help="critic .safetensors for the metrics (default: the shipped one)")
     # One thread by default: on the shared 2-core development machine a nabla round took 12-13 s with
     # one thread and 30-150 s with two (the second thread mostly waits for a busy core).
@@ -134,7 +138,16 @@ class Settings:
     seed: int
     critic_weights: Path | None
     threads: int
+    tuning: bool = False
     command: str = ""
+
+    @property
+    def eval_seed_base(self) -> int:
+        return TUNING_SEED_BASES[0] if self.tuning else EVAL_SEED_BASE
+
+    @property
+    def floor_seed_base(self) -> int:
+        return TUNING_SEED_BASES[1] if self.tuning else FLOOR_SEED_BASE
 
     @property
     def render_config(self) -> VolumeRenderConfig:
@@ -208,7 +221,7 @@ def parse_settings(argv: list[str]) -> Settings:
         eval_seeds=args.eval_seeds, prompts=list(args.prompts), resolution=args.render_resolution,
         render_samples=args.render_samples, views=args.views, sampling_steps=args.sampling_steps, betas=betas, lrs=lrs,
         overrides=overrides,
-        seed=args.seed, critic_weights=args.critic_weights, threads=args.threads,
+        seed=args.seed, critic_weights=args.critic_weights, threads=args.threads, tuning=args.tuning,
         command=shlex.join([exe, COMMAND, *argv]),
     )
 
@@ -461,10 +474,11 @@ def _notes(settings: Settings, critic_source: str | None) -> list[str]:
         f"Finetuning budget per method: {settings.rounds} rounds x {settings.trajectories} trajectories, seed {settings.seed}, "
         f"{settings.sampling_steps} sampling steps (training trajectories from the aligner's {AlignConfig.sampler.scheduler}, "
         f"eta {AlignConfig.sampler.eta:g}; evaluation samples with DDIM, eta 1), renders {settings.resolution}^2 x {settings.views} views.",
-        f"Evaluation: {n} samples per method ({settings.eval_seeds} held-out seeds per prompt from {EVAL_SEED_BASE}, "
+        f"Evaluation: {n} samples per method ({settings.eval_seeds} held-out seeds per prompt from {settings.eval_seed_base}"
+        f"{' (tuning seeds)' if settings.tuning else ''}, "
         f"the same for every method), fixed cameras (azimuth offset {EVAL_AZIMUTH_OFFSET:g}, elevation 20, no jitter), no image noise.",
         "FD to base: Fréchet distance of critic features to the base samples; the base row is the distance between two disjoint "
-        f"base sample sets (seeds from {EVAL_SEED_BASE} and {FLOOR_SEED_BASE}), the estimator's floor at this sample size.",
+        f"base sample sets (seeds from {settings.eval_seed_base} and {settings.floor_seed_base}), the estimator's floor at this sample size.",
         "Critic acc.: critic's predicted shape and colour both match the prompt. Geometric acc.: the same judged on the "
         "extracted mesh by engine.geometry.evaluate (no network). Diversity: mean pairwise critic-feature distance within a prompt.",
     ]
@@ -527,7 +541,7 @@ def run(settings: Settings, model=None, critic=None) -> dict:
     remove_lora(model)
     out = settings.out
     out.mkdir(parents=True, exist_ok=True)
-    eval_prompts, eval_seeds = settings.eval_pairs(EVAL_SEED_BASE)
+    eval_prompts, eval_seeds = settings.eval_pairs(settings.eval_seed_base)
     common_key = {"model": model.name, "sampling_steps": settings.sampling_steps, "resolution": settings.resolution,
                   "render_samples": settings.render_samples, "views": settings.views, "critic": critic_print,
                   "azimuth_offset": EVAL_AZIMUTH_OFFSET}
@@ -538,7 +552,7 @@ def run(settings: Settings, model=None, critic=None) -> dict:
     say(("reused" if cached else "measured") + f" base in {base.seconds:.1f} s", "base")
     floor = None
     if critic is not None and "base" in settings.methods:
-        fp, fs = settings.eval_pairs(FLOOR_SEED_BASE)
+        fp, fs = settings.eval_pairs(settings.floor_seed_base)
         floor_key = {**common_key, "prompts": fp, "seeds": fs, "rewards": {}}
         floor, cached = measure_cached(out / "base_floor", floor_key, model, fp, fs, settings, {}, critic, geometric=False)
         say(("reused" if cached else "measured") + f" the second base set (FD floor) in {floor.seconds:.1f} s", "base")

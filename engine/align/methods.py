@@ -134,24 +134,38 @@ def reward_gradients(ctx: StepContext, chunk: Chunk, x: torch.Tensor, states: li
             x0[rows] = torch.cat(cleans)
         weights = [reward_weight(ctx.config.reward_weighting, alpha_bar(ctx.scheduler, int(ctx.timesteps[j])))
                    if j < terminal else 1.0 for j in states]
-        few = ctx.config.intermediate_views
-        inner = [i for i, j in enumerate(states) if j < terminal] if few is not None else []
-        if inner and len(inner) < n:
-            # Two renders: fewer views where w < 1, all of them at and after the terminal state.
-            rows_in = _rows(inner, b, x.device)
-            rows_end = _rows([i for i in range(n) if i not in inner], b, x.device)
-            r = torch.empty(n * b, dtype=x.dtype, device=x.device)
-            views = ctx.objective.subset_views(ctx.views, few, ctx.generator)
-            r_in = ctx.objective(x0[rows_in], chunk.prompts * len(inner), views, ctx.generator)
-            r_end = ctx.objective(x0[rows_end], chunk.prompts * (n - len(inner)), ctx.views, ctx.generator)
-            (g,) = torch.autograd.grad(r_in.sum() + r_end.sum(), x)
-            r = r.index_copy(0, rows_in, r_in.detach().to(r.dtype)).index_copy(0, rows_end, r_end.detach().to(r.dtype))
-        else:
-            views = ctx.objective.subset_views(ctx.views, few, ctx.generator) if inner else ctx.views
-            r = ctx.objective(x0, chunk.prompts * n, views, ctx.generator)
-            (g,) = torch.autograd.grad(r.sum(), x)
+        r = torch.empty(n * b, dtype=x.dtype, device=x.device)
+        total = 0.0
+        for states_in, views, detail in _reward_groups(ctx, states, terminal):
+            rows_g = _rows(states_in, b, x.device)
+            r_g = ctx.objective(x0[rows_g], chunk.prompts * len(states_in), views, ctx.generator, detail)
+            total = total + r_g.sum()
+            r = r.index_copy(0, rows_g, r_g.detach().to(r.dtype))
+        (g,) = torch.autograd.grad(total, x)
     w = torch.tensor(weights, dtype=g.dtype, device=g.device).repeat_interleave(b)
     return r.detach(), g.detach(), w
+
+
+def _reward_groups(ctx: StepContext, states: list[int], terminal: int) -> list[tuple[list[int], object, float]]:
+    """How the states (indices into ``states``) are rendered: [(indices, views, detail)], one objective
+    call each. States before the terminal one (w < 1) get ``intermediate_views`` of the views at
+    ``intermediate_detail``; with ``cameras_per_transition`` every state gets its own fresh views, so
+    the few views' errors do not line up across the transitions of an update (docs/method.md, "Speed").
+    """
+    cfg = ctx.config
+    few, detail = cfg.intermediate_views, cfg.intermediate_detail
+    inner = [i for i, j in enumerate(states) if j < terminal]
+    outer = [i for i, j in enumerate(states) if j >= terminal]
+
+    def views_for(is_inner: bool):
+        views = ctx.objective.sample_views(ctx.generator) if cfg.cameras_per_transition else ctx.views
+        return ctx.objective.subset_views(views, few, ctx.generator) if is_inner and few is not None else views
+
+    if cfg.cameras_per_transition:
+        return [([i], views_for(i in inner), detail if i in inner else 1.0) for i in range(len(states))]
+    if few is None and detail == 1.0:
+        return [(list(range(len(states))), ctx.views, 1.0)]
+    return [(part, views_for(part is inner), detail if part is inner else 1.0) for part in (inner, outer) if part]
 
 
 def reward_and_gradient(ctx: StepContext, chunk: Chunk, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:

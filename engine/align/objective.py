@@ -7,6 +7,7 @@ closed-form toy's.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 import torch
@@ -23,8 +24,10 @@ class LatentObjective(Protocol):
     def sample_views(self, generator: torch.Generator) -> Any:
         """Random viewing conditions shared by one update (cameras; None where there are none)."""
 
-    def __call__(self, latents: torch.Tensor, prompts: list[str], views: Any, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Rewards (B,) of clean latents (B, *L); differentiable in the latents where possible."""
+    def __call__(self, latents: torch.Tensor, prompts: list[str], views: Any, generator: torch.Generator | None = None,
+                 detail: float = 1.0) -> torch.Tensor:
+        """Rewards (B,) of clean latents (B, *L); differentiable in the latents where possible.
+        ``detail`` in (0, 1]: a cheaper, coarser evaluation (fewer pixels, ray samples and voxels)."""
 
     def subset_views(self, views: Any, count: int, generator: torch.Generator) -> Any:
         """``count`` of ``views`` drawn at random (all of them when there are fewer; None stays None)."""
@@ -54,13 +57,21 @@ class RenderedReward:
             return views
         return views[torch.randperm(len(views), generator=generator)[:count]]
 
-    def render(self, latents: torch.Tensor, views) -> RenderOutput:
+    def render(self, latents: torch.Tensor, views, detail: float = 1.0) -> RenderOutput:
+        """Images of latents (B, *L) from ``views``; ``detail`` < 1 scales the image resolution, the ray
+        samples and the model's decode resolution down (at least 8 each)."""
+        config = self.render_config
+        if detail != 1.0:
+            config = dataclasses.replace(config, resolution=max(8, round(config.resolution * detail)),
+                                         samples=max(8, round(config.samples * detail)))
         # at least fp32 (latents may come from bf16 autocast), float64 kept for gradient checks
-        return render(self.model.decode(latents.to(torch.promote_types(latents.dtype, torch.float32))), views, self.render_config)
+        latents = latents.to(torch.promote_types(latents.dtype, torch.float32))
+        return render(self.model.decode(latents, detail), views, config)
 
-    def __call__(self, latents: torch.Tensor, prompts: list[str], views, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, latents: torch.Tensor, prompts: list[str], views, generator: torch.Generator | None = None,
+                 detail: float = 1.0) -> torch.Tensor:
         with torch.autocast(latents.device.type, enabled=False):
-            out = self.render(latents, views)
+            out = self.render(latents, views, detail)
             if self.image_noise > 0:
                 noise = torch.randn(out.rgb.shape, generator=generator, device="cpu").to(out.rgb.device)
                 out.rgb = out.rgb + self.image_noise * noise
@@ -81,5 +92,5 @@ class LinearReward:
     def subset_views(self, views, count: int, generator: torch.Generator):
         return views
 
-    def __call__(self, latents: torch.Tensor, prompts: list[str], views=None, generator=None) -> torch.Tensor:
+    def __call__(self, latents: torch.Tensor, prompts: list[str], views=None, generator=None, detail: float = 1.0) -> torch.Tensor:
         return latents.flatten(1) @ self.direction.to(latents.device, latents.dtype).flatten()

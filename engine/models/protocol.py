@@ -19,8 +19,10 @@ DiffSplat and Shap-E are meant to implement them later without the rest of the e
    "ddpm", "dpmsolver-sde") configured for this model; ``prediction_type`` says what the
    denoiser predicts ("epsilon", "v_prediction" or "sample"); ``default_guidance`` is the
    classifier-free guidance scale the model is meant to be sampled with.
-4. **Decoder** -- ``decode(latents) -> Renderable``: a differentiable map from latents to a 3D
-   representation that ``engine.render`` can draw. Fields (signed distance + colour, queried at
+4. **Decoder** -- ``decode(latents, detail=1.0) -> Renderable``: a differentiable map from latents to a
+   3D representation that ``engine.render`` can draw. ``detail`` in (0, 1] asks for a coarser,
+   cheaper representation (a grid decoder decodes a grid that fraction as fine; a model whose
+   cost does not depend on it ignores it); the aligner uses it for low-weight reward gradients. Fields (signed distance + colour, queried at
    points) are rendered by the volume renderer; a Gaussian-splat representation (DiffSplat) would
    bring its own splatting renderer behind the same ``render`` call.
 5. **Mesh extraction** -- ``extract_meshes(representation) -> list[Mesh]`` (vertex-coloured,
@@ -84,6 +86,6 @@ class DiffusionModel(Protocol):
     # an unsupported kind raises ValueError naming the ones the model offers.
     def make_scheduler(self, kind: str = "ddim"): ...
 
-    def decode(self, latents: torch.Tensor) -> Renderable: ...
+    def decode(self, latents: torch.Tensor, detail: float = 1.0) -> Renderable: ...
 
     def extract_meshes(self, representation: Renderable) -> list[Mesh]: ...

@@ -112,7 +112,7 @@ class MixtureToyModel:
                                                final_sigmas_type=final_sigmas_type)
         raise ValueError(f"the toy model samples with ddim or dpmsolver-sde, not {kind!r}")
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, detail: float = 1.0) -> torch.Tensor:
         return latents
 
     def extract_meshes(self, representation):

@@ -61,15 +61,25 @@ class FieldAutoencoder(nn.Module):
         b, n, _ = points.shape
         grid = points.view(b, n, 1, 1, 3).to(features.dtype)
         feat = F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        feat = feat.view(b, features.shape[1], n).transpose(1, 2)
+        return self._head(feat.view(b, features.shape[1], n).transpose(1, 2), points)
+
+    def _head(self, feat: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """The point MLP on interpolated features (B, N, F) and their points (B, N, 3) -> (B, N, 4)."""
         freqs = (2.0 ** torch.arange(self.config.fourier_bands, device=points.device, dtype=points.dtype)) * torch.pi
         angles = (points[..., None] * freqs).flatten(-2)
-        out = self.point_mlp(torch.cat([feat, points, angles.sin(), angles.cos()], -1))
+        out = self.point_mlp(torch.cat([feat, points.expand(feat.shape[0], -1, -1), angles.sin().expand(feat.shape[0], -1, -1),
+                                        angles.cos().expand(feat.shape[0], -1, -1)], -1))
         return torch.cat([torch.tanh(out[..., :1]), torch.sigmoid(out[..., 1:])], -1)
 
     def decode_grid(self, latents: torch.Tensor, resolution: int = 32, chunk: int = 65536) -> torch.Tensor:
-        """latents (B, 4, 8, 8, 8) -> field grid (B, 4, R, R, R) in (z, y, x) layout over [-1, 1]^3."""
-        feats = self.features(latents)
-        pts = grid_points(resolution).to(latents.device, latents.dtype).reshape(1, -1, 3).expand(latents.shape[0], -1, -1)
-        out = torch.cat([self.query(feats, pts[:, i : i + chunk]) for i in range(0, pts.shape[1], chunk)], 1)
+        """latents (B, 4, 8, 8, 8) -> field grid (B, 4, R, R, R) in (z, y, x) layout over [-1, 1]^3.
+
+        The same field as :meth:`query` at the grid's points: the points sit on a regular grid spanning
+        the feature grid's corners, where grid_sample's trilinear lookup is F.interpolate with
+        align_corners, whose backward is cheaper (the aligner decodes and backpropagates a grid per
+        reward-gradient state; docs/method.md, "Speed")."""
+        feats = F.interpolate(self.features(latents), size=(resolution,) * 3, mode="trilinear", align_corners=True)
+        feats = feats.flatten(2).transpose(1, 2)  # (B, R^3, F), z-major like grid_points
+        pts = grid_points(resolution).to(latents.device, latents.dtype).reshape(1, -1, 3)
+        out = torch.cat([self._head(feats[:, i : i + chunk], pts[:, i : i + chunk]) for i in range(0, pts.shape[1], chunk)], 1)
         return out.transpose(1, 2).reshape(latents.shape[0], 4, resolution, resolution, resolution)

@@ -140,9 +140,11 @@ class EmbeddedModel:
             scheduler.final_alpha_cumprod = scheduler.final_alpha_cumprod.double()
         return scheduler
 
-    def decode(self, latents: torch.Tensor, resolution: int | None = None) -> SDFGrid:
-        """latents (B, 4, 8, 8, 8) in diffusion scale -> SDFGrid at ``resolution`` (default render_resolution)."""
-        res = resolution or self.config.render_resolution
+    def decode(self, latents: torch.Tensor, detail: float = 1.0, resolution: int | None = None) -> SDFGrid:
+        """latents (B, 4, 8, 8, 8) in diffusion scale -> SDFGrid at ``resolution`` voxels a side
+        (default: ``detail`` x render_resolution, at least 8). The decoder's point MLP runs once per
+        voxel, so detail 0.5 costs about 1/8 (docs/method.md, "Speed")."""
+        res = resolution or max(8, round(self.config.render_resolution * detail))
         grid = self.autoencoder.decode_grid(latents * self.config.scaling_factor, res)
         return SDFGrid(grid, TRUNCATION)
 
@@ -152,4 +154,4 @@ class EmbeddedModel:
     def latents_to_meshes(self, latents: torch.Tensor) -> list[Mesh]:
         """Decode at ``mesh_resolution`` and run marching cubes: one Mesh per latent."""
         with torch.no_grad():
-            return self.extract_meshes(self.decode(latents, self.config.mesh_resolution))
+            return self.extract_meshes(self.decode(latents, resolution=self.config.mesh_resolution))

@@ -58,3 +58,19 @@ def test_auto_device_resolves_to_an_available_one():
     assert resolve_device("cpu").type == "cpu"
     model = load_model("embedded", device="auto")
     assert next(model.denoiser.parameters()).device.type == expected
+
+
+def test_decoded_grid_is_the_field_queried_at_the_grid_points():
+    """decode_grid interpolates the feature grid with F.interpolate (faster); it must be the same field
+    as the point query the renderer-free paths use, at every resolution."""
+    from engine.data.procedural import grid_points
+    from engine.models.embedded.autoencoder import FieldAutoencoder
+
+    torch.manual_seed(0)
+    ae = FieldAutoencoder()
+    x = torch.randn(2, 4, 8, 8, 8)
+    for res in (9, 16, 33):
+        grid = ae.decode_grid(x, res)
+        pts = grid_points(res).reshape(1, -1, 3).expand(2, -1, -1)
+        queried = ae.query(ae.features(x), pts).transpose(1, 2).reshape(2, 4, res, res, res)
+        assert torch.allclose(grid, queried, atol=1e-5), res
