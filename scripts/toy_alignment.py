@@ -46,6 +46,8 @@ METHODS = [
     ("nabla, w = 1", dict(reward_weighting="none")),
     ("nabla, w = alpha_bar", dict(reward_weighting="squared")),
     ("nabla, w = 1, g through base", dict(reward_weighting="none", reward_gradient_from="base")),
+    ("nabla, train on previous round", dict(train_on_previous=True)),
+    ("nabla, w = 1, g through base, previous round", dict(reward_weighting="none", reward_gradient_from="base", train_on_previous=True)),
     ("nabla, stochastic last step", dict(sampler=LAST)),
     ("nabla, w = 1, stochastic last step", dict(sampler=LAST, reward_weighting="none")),
     ("nabla + flow network", dict(flow_network=True)),

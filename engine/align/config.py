@@ -79,6 +79,10 @@ class AlignConfig:
     intermediate_detail: float = 1.0
     # Fresh cameras for every transition's reward gradient (the official code), instead of the round's.
     cameras_per_transition: bool = False
+    # Train each round on the previous round's samples (the official code): the trust region toward the
+    # outputs recorded at sampling time then acts from the first update. Sampled trajectories per round
+    # are unchanged; the first round trains on its own.
+    train_on_previous: bool = False
 
     seed: int = 0
     checkpoint_every: int = 10

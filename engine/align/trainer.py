@@ -13,6 +13,7 @@ one backward per wrapped forward. Gradients accumulate over micro-batches under 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from ..fileio import atomic_write
+from ..render.cameras import Cameras
 from ..sampling.sampler import Cancelled, make_scheduler, sample
 from .config import AlignConfig
 from .flow import ResidualFlow
@@ -117,6 +119,7 @@ class Aligner:
             self.ddp = DistributedDataParallel(model.denoiser, device_ids=None if self._device.type == "cpu" else [self._device])
         self.step = 0
         self.history: list[dict] = []
+        self._pending: SampledRound | None = None  # train_on_previous: this round's samples, trained on next round
         if resume and self.out_dir is not None and (self.out_dir / CHECKPOINT).is_file():
             self._load_checkpoint()
         elif self.out_dir is not None and self.rank == 0:
@@ -147,20 +150,35 @@ class Aligner:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _sample_round(self, g: torch.Generator, should_cancel) -> "SampledRound":
+        b = self.config.trajectories
+        prompts = [self.prompts[int(i)] for i in torch.randint(len(self.prompts), (b,), generator=g)]
+        seeds = [int(s) for s in torch.randint(2**31 - 1, (b,), generator=g)]
+        views = self.objective.sample_views(g)
+        with self._autocast():
+            traj = sample(self.model, prompts, seeds, self.config_sampler, return_trajectory=True, should_cancel=should_cancel).trajectory
+        tensors = {"latents": traj.latents.float(), "model_outputs": traj.model_outputs.float(), "means": traj.means.float(),
+                   "stds": traj.stds, "log_probs": traj.log_probs}
+        with torch.no_grad():
+            rewards = self.objective(tensors["latents"][-1], prompts, views, g).float()
+        return SampledRound(prompts, views, tensors, rewards)
+
     def train_step(self, should_cancel: Callable[[], bool] | None = None) -> StepRecord:
         cfg, model = self.config, self.model
         t0 = time.perf_counter()
         g = _step_generator(cfg.seed, self.step, self.rank)
         b = cfg.trajectories
-        prompts = [self.prompts[int(i)] for i in torch.randint(len(self.prompts), (b,), generator=g)]
-        seeds = [int(s) for s in torch.randint(2**31 - 1, (b,), generator=g)]
-        views = self.objective.sample_views(g)
-        with self._autocast():
-            traj = sample(model, prompts, seeds, self.config_sampler, return_trajectory=True, should_cancel=should_cancel).trajectory
-        traj.latents, traj.model_outputs = traj.latents.float(), traj.model_outputs.float()
-        with torch.no_grad():
-            rewards = self.objective(traj.latents[-1], prompts, views, g).float()
-        advantages = _per_prompt_advantages(rewards, prompts) if cfg.method == "ddpo" else None
+        fresh = self._sample_round(g, should_cancel)
+        rewards = fresh.rewards  # logged: the current policy's samples
+        data = fresh
+        if cfg.train_on_previous:
+            # The official code's regime: train on the samples of one round earlier, so the trust region
+            # toward the outputs recorded then acts from the first update (docs/method.md). The first
+            # round has nothing older and trains on its own samples.
+            data = self._pending if self._pending is not None else fresh
+            self._pending = fresh
+        prompts, views, traj = data.prompts, data.views, data.tensors
+        advantages = _per_prompt_advantages(data.rewards, prompts) if cfg.method == "ddpo" else None
         scheduler = make_scheduler(model, self.config_sampler)
         scheduler.set_timesteps(cfg.sampler.steps, device=self._device)
         ctx = StepContext(model, scheduler, cfg, self.objective, views, self.config_sampler.guidance, g, self.flow,
@@ -180,11 +198,11 @@ class Aligner:
                     raise Cancelled("alignment cancelled")
                 sl = slice(s, s + cfg.micro_batch)
                 chunk = Chunk(
-                    latents=traj.latents[:, sl], model_outputs=traj.model_outputs[:, sl], stds=traj.stds[:, sl],
-                    log_probs=traj.log_probs[:, sl], prompts=prompts[sl],
+                    latents=traj["latents"][:, sl], model_outputs=traj["model_outputs"][:, sl], stds=traj["stds"][:, sl],
+                    log_probs=traj["log_probs"][:, sl], prompts=prompts[sl],
                     cond=_slice_embeds(cond, sl), uncond=_slice_embeds(uncond, sl),
-                    transitions=choose_transitions(cfg, len(scheduler.timesteps), traj.stds[:, sl], g),
-                    advantages=None if advantages is None else advantages[sl], means=traj.means[:, sl].float(),
+                    transitions=choose_transitions(cfg, len(scheduler.timesteps), traj["stds"][:, sl], g),
+                    advantages=None if advantages is None else advantages[sl], means=traj["means"][:, sl],
                 )
                 weight = chunk.latents.shape[1] / sum(min(cfg.micro_batch, b - q) for q in group)
                 sync = self.ddp.no_sync() if (self.ddp is not None and i < len(group) - 1) else contextlib.nullcontext()
@@ -230,6 +248,7 @@ class Aligner:
             "flow": None if self.flow is None else self.flow.state_dict(),
             "config": json.dumps(self.config.to_dict()),
             "model": self.model.name,
+            "pending": None if self._pending is None else self._pending.to_state(),
         }
         return atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
@@ -251,6 +270,7 @@ class Aligner:
         if self.flow is not None and state["flow"] is not None:
             self.flow.load_state_dict(state["flow"])
         self.step = int(state["step"])
+        self._pending = SampledRound.from_state(state["pending"]) if state.get("pending") is not None else None
         # Keep the log consistent with the checkpoint: drop lines of updates that will be redone.
         log = self.out_dir / LOG
         lines = [l for l in log.read_text().splitlines() if l.strip()] if log.is_file() else []
@@ -260,6 +280,29 @@ class Aligner:
 
     def save_adapter(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         return save_adapter(self.model, directory, {"method": self.config.method, "steps": self.step, **(extra or {})})
+
+
+@dataclass
+class SampledRound:
+    """One round's samples: prompts (B,), the round's views, trajectory tensors (Trajectory's fields,
+    fp32 latents (K+1, B, *L) etc.) and the rewards (B,) of their clean latents."""
+
+    prompts: list[str]
+    views: object
+    tensors: dict[str, torch.Tensor]
+    rewards: torch.Tensor
+
+    def to_state(self) -> dict:
+        """Tensors, strings and lists only: loadable with ``torch.load(weights_only=True)``."""
+        if self.views is not None and not isinstance(self.views, Cameras):
+            raise TypeError(f"cannot checkpoint views of type {type(self.views).__name__}")
+        views = None if self.views is None else {f.name: getattr(self.views, f.name) for f in dataclasses.fields(Cameras)}
+        return {"prompts": list(self.prompts), "views": views, "tensors": dict(self.tensors), "rewards": self.rewards}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "SampledRound":
+        views = None if state["views"] is None else Cameras(**state["views"])
+        return cls(list(state["prompts"]), views, dict(state["tensors"]), state["rewards"])
 
 
 def _slice_embeds(e, sl):

@@ -19,10 +19,11 @@ def _config(**kw):
                                  checkpoint_every=2, sampler=SamplerConfig(steps=10)), **kw})
 
 
-@pytest.mark.parametrize("method", ["nabla", "ddpo"])
-def test_interrupted_and_resumed_run_ends_bit_for_bit_where_a_straight_run_ends(tmp_path, method):
+@pytest.mark.parametrize("method, extra", [("nabla", {}), ("ddpo", {}), ("nabla", {"train_on_previous": True}),
+                                           ("ddpo", {"train_on_previous": True})])
+def test_interrupted_and_resumed_run_ends_bit_for_bit_where_a_straight_run_ends(tmp_path, method, extra):
     straight = GaussianToyModel()
-    Aligner(straight, LinearReward(DIRECTION), ["x"], _config(method=method), tmp_path / "a").run()
+    Aligner(straight, LinearReward(DIRECTION), ["x"], _config(method=method, **extra), tmp_path / "a").run()
 
     class Stop(Exception):
         pass
@@ -36,9 +37,9 @@ def test_interrupted_and_resumed_run_ends_bit_for_bit_where_a_straight_run_ends(
             raise Stop
 
     with pytest.raises(Stop):
-        Aligner(first, LinearReward(DIRECTION), ["x"], _config(method=method), tmp_path / "b").run(progress=stop_after_three)
+        Aligner(first, LinearReward(DIRECTION), ["x"], _config(method=method, **extra), tmp_path / "b").run(progress=stop_after_three)
     resumed_model = GaussianToyModel()
-    resumed = Aligner(resumed_model, LinearReward(DIRECTION), ["x"], _config(method=method), tmp_path / "b")
+    resumed = Aligner(resumed_model, LinearReward(DIRECTION), ["x"], _config(method=method, **extra), tmp_path / "b")
     assert resumed.step == 2
     resumed.run()
 
@@ -89,3 +90,28 @@ def test_bad_configuration_is_a_clear_error(bad):
 def test_config_round_trips_through_json():
     cfg = _config(method="refl", lora_targets=("proj_out",))
     assert AlignConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_train_on_previous_round_makes_the_trust_region_act_from_the_first_update():
+    """One update per round: on its own samples the policy equals the recorded one at the update, so
+    the trust-region term is 0; on the previous round's samples the policy has moved since."""
+    def trust_terms(previous):
+        al = Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"],
+                     _config(steps=3, micro_batch=8, train_on_previous=previous))
+        return [al.train_step().parts["loss_trust"] for _ in range(3)]
+
+    own, previous = trust_terms(False), trust_terms(True)
+    assert max(own) < 1e-10
+    assert previous[0] < 1e-10 and min(previous[1:]) > 1e-8
+
+
+def test_pending_round_with_cameras_survives_a_safe_checkpoint_load(tmp_path):
+    from engine.align.trainer import SampledRound
+    from engine.render.cameras import OrbitConfig, orbit_cameras
+
+    cams = orbit_cameras(OrbitConfig(views=3, random_azimuth=True), torch.Generator().manual_seed(1))
+    pending = SampledRound(["a red cube"], cams, {"latents": torch.randn(3, 1, 2)}, torch.tensor([0.5]))
+    torch.save({"pending": pending.to_state()}, tmp_path / "c.pt")
+    back = SampledRound.from_state(torch.load(tmp_path / "c.pt", weights_only=True)["pending"])
+    assert back.prompts == pending.prompts and torch.equal(back.views.azimuth, cams.azimuth)
+    assert torch.equal(back.tensors["latents"], pending.tensors["latents"]) and torch.equal(back.rewards, pending.rewards)
