@@ -249,7 +249,8 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     t_start = time.perf_counter()
     writer = world()[0] == 0  # under torchrun only rank 0 writes files; every rank trains
 
-    aligner = _FiniteAligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume)
+    aligner = _FiniteAligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume,
+                             identity={"reward": job.reward, "reward_options": job.reward_options})
     sampler = config.sampler.for_model(model)
     eval_prompts = [p for p in job.prompts for _ in range(job.eval_seeds)]
     eval_seeds = [EVAL_SEED_BASE + i for _ in job.prompts for i in range(job.eval_seeds)]

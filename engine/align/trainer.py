@@ -35,6 +35,7 @@ from .methods import LOSSES, Chunk, StepContext, choose_transitions
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
+RUN = "run.json"  # what decides the run's result: config, model and weights, prompts, the caller's identity
 
 
 @dataclass
@@ -86,13 +87,16 @@ def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 class Aligner:
     """Finetune ``model`` (any model of the protocol) toward ``objective`` on ``prompts``.
 
-    ``out_dir`` receives ``checkpoint.pt`` and ``log.jsonl``; with ``resume=True`` an existing
-    checkpoint there is continued. The model gets a LoRA adapter (or keeps the one it has when
-    resuming into a model that already carries it).
+    ``out_dir`` receives ``checkpoint.pt``, ``log.jsonl`` and ``run.json``; with ``resume=True`` an
+    existing checkpoint there is continued. ``identity`` (JSON-able; e.g. the reward expression and
+    its options) joins the config, the model's name and weights and the prompts in the run's identity:
+    a checkpoint or a folder of a run with another identity is refused, never continued or deleted.
+    The model gets a LoRA adapter (or keeps the one it has when resuming into a model that already
+    carries it).
     """
 
     def __init__(self, model, objective, prompts: list[str], config: AlignConfig, out_dir: str | os.PathLike | None = None,
-                 resume: bool = True):
+                 resume: bool = True, identity: dict | None = None):
         if not prompts:
             raise ValueError("alignment needs at least one training prompt")
         if config.method in ("nabla", "refl", "draft") and not objective.differentiable:
@@ -104,6 +108,8 @@ class Aligner:
         self.rank, self.world = world()
         if self.world > 1 and config.flow_network:
             raise ValueError("the flow network needs double backward, which DDP does not support; run it in one process")
+        self.identity = json.loads(json.dumps({"config": config.to_dict(), "model": model.name, "weights": _weights_fingerprint(model),
+                                               "prompts": list(prompts), **(identity or {})}))
         if not has_lora(model):
             add_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, seed=config.seed)
         self.params = lora_parameters(model)
@@ -123,9 +129,12 @@ class Aligner:
         if resume and self.out_dir is not None and (self.out_dir / CHECKPOINT).is_file():
             self._load_checkpoint()
         elif self.out_dir is not None and self.rank == 0:
-            # A fresh run: an old log or checkpoint in the folder belongs to another run.
+            # A fresh run: an old log or checkpoint of this same run is replaced; another run's is refused.
+            self._refuse_other_runs()
             (self.out_dir / LOG).unlink(missing_ok=True)
             (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.out_dir / RUN, lambda tmp: Path(tmp).write_text(json.dumps(self.identity, indent=1, allow_nan=False)))
 
     @property
     def _device(self) -> torch.device:
@@ -249,6 +258,7 @@ class Aligner:
             "config": json.dumps(self.config.to_dict()),
             "model": self.model.name,
             "pending": None if self._pending is None else self._pending.to_state(),
+            "identity": json.dumps(self.identity, allow_nan=False),
         }
         return atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
@@ -262,9 +272,9 @@ class Aligner:
             raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
         if state.get("model") != self.model.name:
             raise ValueError(f"checkpoint {path} belongs to model {state.get('model')!r}, not {self.model.name!r}")
-        saved = json.loads(state["config"])
-        if saved != json.loads(json.dumps(self.config.to_dict())):
-            raise ValueError(f"checkpoint {path} was written with another configuration; use a new output folder")
+        # Checkpoints from before run identities carry the config only.
+        saved = json.loads(state["identity"]) if "identity" in state else {"config": json.loads(state["config"])}
+        self._check_identity(saved, f"checkpoint {path}")
         set_peft_model_state_dict(self.model.denoiser, state["lora"], adapter_name="default")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.flow is not None and state["flow"] is not None:
@@ -277,6 +287,23 @@ class Aligner:
         self.history = [r for r in map(json.loads, lines) if r["step"] <= self.step]
         text = "".join(json.dumps(r) + "\n" for r in self.history)
         atomic_write(log, lambda tmp: Path(tmp).write_text(text))
+
+    def _check_identity(self, saved: dict, what: str) -> None:
+        differ = sorted(k for k in set(saved) | set(self.identity) if k in saved and saved.get(k) != self.identity.get(k))
+        if differ:
+            raise ValueError(f"{what} was written with another configuration ({', '.join(differ)} differ); use a new output folder")
+
+    def _refuse_other_runs(self) -> None:
+        """Before a fresh run deletes ``log.jsonl`` / ``checkpoint.pt`` in its folder: they must be this run's."""
+        found = [n for n in (LOG, CHECKPOINT) if (self.out_dir / n).is_file()]
+        if not found:
+            return
+        try:
+            saved = json.loads((self.out_dir / RUN).read_text())
+        except (OSError, ValueError):
+            raise ValueError(f"{self.out_dir} holds {' and '.join(found)} of another run (no readable {RUN}); "
+                             "choose a new output folder or remove them") from None
+        self._check_identity(saved, f"{self.out_dir} holds {' and '.join(found)} of a run that")
 
     def save_adapter(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         return save_adapter(self.model, directory, {"method": self.config.method, "steps": self.step, **(extra or {})})
@@ -303,6 +330,20 @@ class SampledRound:
     def from_state(cls, state: dict) -> "SampledRound":
         views = None if state["views"] is None else Cameras(**state["views"])
         return cls(list(state["prompts"]), views, dict(state["tensors"]), state["rewards"])
+
+
+def _weights_fingerprint(model) -> str:
+    """sha256 of the denoiser's base (non-LoRA) parameters: the same name with other weights is another model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.denoiser.named_parameters()):
+        if "lora_" in name:
+            continue
+        name = name.replace("base_layer.", "").replace("base_model.model.", "")  # the same weights with LoRA wrapped
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _slice_embeds(e, sl):

@@ -163,3 +163,18 @@ def test_wrong_types_and_ranges_are_refused_naming_the_field(tmp_path, change, w
         AlignJob.from_params(_params(tmp_path / "run", **change)).config()
     assert words in str(info.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_rerunning_into_the_same_folder_with_another_palette_or_prompts_is_refused(tmp_path):
+    """The issue's case: a second align into the same --out with another palette silently continued
+    the first run's checkpoint. Now it is refused, naming what differs, and the first run is kept."""
+    out = tmp_path / "run"
+    run_alignment(_params(out, steps=1, trajectories=1))
+    kept = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"another configuration \(reward_options differ\)"):
+        run_alignment(_params(out, steps=1, trajectories=1, reward_options={"palette": {"palette": "#0044ff"}}))
+    with pytest.raises(ValueError, match=r"\(prompts differ\)"):
+        run_alignment(_params(out, steps=1, trajectories=1, prompts=["a blue torus"]))
+    with pytest.raises(ValueError, match="of a run that was written with another configuration"):
+        run_alignment(_params(out, steps=1, trajectories=1, reward="dnc", reward_options={}, resume=False))
+    assert (out / "checkpoint.pt").read_bytes() == kept

@@ -115,3 +115,48 @@ def test_pending_round_with_cameras_survives_a_safe_checkpoint_load(tmp_path):
     back = SampledRound.from_state(torch.load(tmp_path / "c.pt", weights_only=True)["pending"])
     assert back.prompts == pending.prompts and torch.equal(back.views.azimuth, cams.azimuth)
     assert torch.equal(back.tensors["latents"], pending.tensors["latents"]) and torch.equal(back.rewards, pending.rewards)
+
+
+def test_resume_compares_everything_that_decides_the_result(tmp_path):
+    """Another reward expression, other prompts or other base weights refuse the checkpoint, naming
+    what differs; the old run's files stay as they were."""
+    Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "palette"}).run()
+    before = (tmp_path / CHECKPOINT).read_bytes(), (tmp_path / LOG).read_text()
+    with pytest.raises(ValueError, match=r"another configuration \(reward differ\)"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "dnc"})
+    with pytest.raises(ValueError, match=r"\(prompts differ\)"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["y"], _config(steps=2), tmp_path, identity={"reward": "palette"})
+    other = GaussianToyModel()
+    with torch.no_grad():
+        next(other.denoiser.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match=r"\(weights differ\)"):
+        Aligner(other, LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "palette"})
+    assert ((tmp_path / CHECKPOINT).read_bytes(), (tmp_path / LOG).read_text()) == before
+    same = Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "palette"})
+    assert same.step == 2
+
+
+def test_a_fresh_run_refuses_a_folder_with_another_runs_files_and_replaces_its_own(tmp_path):
+    Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "a"}).run()
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    with pytest.raises(ValueError, match="of a run that was written with another configuration"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, resume=False, identity={"reward": "b"})
+    assert (tmp_path / CHECKPOINT).read_bytes() == before
+    again = Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, resume=False, identity={"reward": "a"})
+    assert again.step == 0 and not (tmp_path / CHECKPOINT).exists()  # its own old files: replaced
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / LOG).write_text('{"step": 1}\n')
+    with pytest.raises(ValueError, match="another run"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), stray, resume=False)
+    assert (stray / LOG).read_text() == '{"step": 1}\n'
+
+
+def test_checkpoints_written_before_run_identities_still_resume(tmp_path):
+    Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path).run()
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    del state["identity"]
+    torch.save(state, tmp_path / CHECKPOINT)
+    assert Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path).step == 2
+    with pytest.raises(ValueError, match=r"\(config differ\)"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2, beta=5.0), tmp_path)
