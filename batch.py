@@ -25,7 +25,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
@@ -193,14 +192,6 @@ def render_assets(scene, records: list[dict], out: Path, args) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------------
-def write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, allow_nan=False)  # strict JSON: readers elsewhere refuse NaN
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def run(args) -> int:
     t_start = time.perf_counter()
     out = args.out
@@ -273,7 +264,9 @@ def run(args) -> int:
             bpy.context.preferences.addons.remove(entry)
     log["total_s"] = round(time.perf_counter() - t_start, 3)
     log["ok"] = all(rec["ok"] for rec in log["prompts"])
-    write_json_atomic(out / "batch_log.json", log)
+    # The engine's writer (the add-on's own copy): strict JSON, atomic, and the umask's mode
+    # (tempfile.mkstemp made it 0600).
+    importlib.import_module(f"{addon.__name__}.engine.fileio").write_json(out / "batch_log.json", log)
     print(f"batch: wrote {out} ({'all ok' if log['ok'] else 'with failures'}) in {log['total_s']} s", file=sys.stderr)
     return 0 if log["ok"] else 1
 

@@ -153,13 +153,14 @@ class _Progress:
 
 
 def _write_assets(assets, out: Path, formats: list[str]) -> list[dict]:
-    from .geometry.mesh import save_mesh
+    from .geometry.mesh import asset_name, save_mesh
 
     records = []
     for asset in assets:
         files = {}
         for fmt in formats:
-            path = save_mesh(asset.mesh, out / f"{_slug(asset.prompt)}_seed{asset.seed}.{fmt}")
+            path = save_mesh(asset.mesh, out / f"{_slug(asset.prompt)}_seed{asset.seed}.{fmt}",
+                             name=asset_name(asset.prompt, asset.seed))
             files[fmt] = path.name
         records.append(
             {

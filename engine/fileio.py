@@ -3,17 +3,46 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable
 
 
+_TEMP_ATTEMPTS = 100  # as tempfile.mkstemp: this many name clashes in a row mean something is wrong
+
+
+def _create_temp(folder: Path, name: str) -> str:
+    """Create an empty, new file ``.<name>.<random>.tmp`` in ``folder`` and return its path.
+
+    Not ``tempfile.mkstemp``: that creates the file with mode 0600 whatever the umask, so every file
+    renamed into place from it was private to its owner (a GLB another user or a web server could
+    not read). Here the file is created with mode 0666 and the kernel applies the process umask
+    (0644 under the usual 022), exactly as ``open(path, "w")`` would, with no need to read the umask
+    (``os.umask`` can only be read by setting it, which races with other threads creating files)
+    and honouring a default ACL of the folder where there is one. ``O_EXCL`` keeps mkstemp's
+    guarantee that the name was new, so a planted file or symlink is never written through.
+    """
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no unused temporary file name in {folder} after {_TEMP_ATTEMPTS} tries")
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
-    """Call ``writer(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``."""
+    """Call ``writer(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it (0666 less the umask),
+    not the 0600 of ``tempfile.mkstemp``. ``writer`` must write to ``tmp_path`` in place (open it
+    for writing), not replace it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path.parent, path.name)
     try:
         writer(tmp)
         os.replace(tmp, path)

@@ -4,8 +4,10 @@ A :class:`Mesh` lives in the engine's world frame (Z up, see ``engine.data.proce
 sRGB vertex colours in [0, 1]. Files follow their formats' conventions instead:
 
 * GLB: Y up as glTF requires (converted on write and read), ``COLOR_0`` holds *linear* RGBA
-  as glTF requires (converted from/to sRGB on write/read). Blender's glTF importer therefore
-  shows the object upright with the intended colours.
+  as glTF requires (converted from/to sRGB on write/read), as 16-bit normalised integers so dark
+  tones do not band; per-vertex ``NORMAL``s (smooth shading); one material whose base colour is
+  the vertex colour (white ``baseColorFactor``, not metallic); node and mesh named after the asset.
+  Blender's glTF importer therefore shows the object upright, smooth and with the intended colours.
 * OBJ: Y up (the convention Blender's OBJ importer assumes), colours as sRGB ``v x y z r g b``.
 * PLY: Z up (what Blender's PLY importer assumes), sRGB uchar colours.
 
@@ -14,6 +16,8 @@ Files are written atomically: a temporary file in the target folder, then ``os.r
 from __future__ import annotations
 
 import os
+import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,26 +112,129 @@ def _trilinear(grid: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def save_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
-    """Write ``mesh`` as .glb, .ply or .obj (chosen by suffix), atomically. Returns the path."""
+_GL_UNSIGNED_SHORT = 5123  # glTF 2.0 accessor componentType UNSIGNED_SHORT
+_GLB_ROUGHNESS = 0.5  # Blender's Principled BSDF default: a neutral, neither glossy nor chalky look
+_DEFAULT_NAME = "mesh"
+_MAX_NAME = 63  # Blender 4.2's longest ID name (bytes); a longer one would be cut on import
+
+
+def asset_name(prompt: str, seed: int) -> str:
+    """The name of a generated asset's node and mesh: ``"a red cube"``, 7 -> ``"red_cube_seed7"``."""
+    words = re.sub(r"[^a-z0-9]+", " ", str(prompt).lower()).split()
+    if len(words) > 1 and words[0] in ("a", "an", "the"):
+        words = words[1:]
+    suffix = f"_seed{int(seed)}"  # kept whole: a long prompt is shortened instead
+    return _safe_name("_".join(words))[: _MAX_NAME - len(suffix)] + suffix
+
+
+def _safe_name(name: str | None) -> str:
+    """``name`` as a glTF/Blender object name: ASCII letters, digits, ``_ . -``; never empty."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "").strip("_.")[:_MAX_NAME]
+    return cleaned or _DEFAULT_NAME
+
+
+def _unit_vertex_normals(tm) -> np.ndarray:
+    """trimesh's (angle-weighted) vertex normals, (N, 3) float64, every row of length 1.
+
+    A vertex used only by zero-area triangles (marching cubes makes a few), or by none, has no
+    normal and trimesh gives it (0, 0, 0); glTF requires NORMAL to be unit length, so it gets +Y
+    (glTF up): its triangles cover no area, so no pixel is shaded with it.
+    """
+    normals = np.array(tm.vertex_normals, dtype=np.float64).reshape(-1, 3)
+    length = np.linalg.norm(normals, axis=1)
+    bad = ~(np.isfinite(length) & (length > 1e-12))
+    normals[~bad] /= length[~bad, None]
+    normals[bad] = (0.0, 1.0, 0.0)
+    return normals
+
+
+def _glb_bytes(mesh: Mesh, name: str) -> bytes:
+    """The GLB of ``mesh``: trimesh's exporter, with 16-bit linear COLOR_0, NORMAL and a material.
+
+    trimesh writes the container (JSON and BIN chunks, 4-byte aligned buffer views, accessor
+    min/max) but only ever stores COLOR_0 as 8-bit, which leaves three red levels in a black
+    sphere (linear light crowds dark sRGB tones into the lowest few of 256 codes). Its
+    ``buffer_postprocessor`` hook runs before the buffer views are laid out, so the 16-bit colours
+    are added there as one more buffer item and accessor, and trimesh lays them out like its own.
+    """
+    import trimesh
+    from trimesh.visual.material import PBRMaterial
+    from trimesh.visual.texture import TextureVisuals
+
+    vertices = mesh.vertices.astype(np.float64) @ _Z_TO_Y_UP.T
+    material = PBRMaterial(name=name, baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0,
+                           roughnessFactor=_GLB_ROUGHNESS, doubleSided=False)
+    # A texture visual carries the material; the vertex colours go in below, not through trimesh.
+    tm = trimesh.Trimesh(vertices, mesh.faces, visual=TextureVisuals(material=material), process=False)
+    if not mesh.is_empty:
+        tm.vertex_normals = _unit_vertex_normals(tm)
+    linear = srgb_to_linear(mesh.colors)
+    rgba = np.concatenate([linear, np.ones((len(linear), 1))], 1)
+    colour_u16 = np.ascontiguousarray(np.round(np.clip(rgba, 0.0, 1.0) * 65535.0), dtype="<u2")
+
+    def add_colours(buffer_items, tree) -> None:
+        primitives = [p for m in tree.get("meshes", []) for p in m.get("primitives", [])]
+        if not primitives:  # an empty mesh: trimesh wrote no mesh to colour
+            return
+        if len(primitives) != 1 or "COLOR_0" in primitives[0]["attributes"]:
+            raise RuntimeError(f"unexpected glTF layout from trimesh {trimesh.__version__}: {primitives}")
+        view = len(buffer_items)
+        buffer_items[("nabla_r2d3", "COLOR_0")] = colour_u16.tobytes()  # 8 bytes a vertex: 4-aligned
+        accessor = len(tree["accessors"])
+        tree["accessors"][("nabla_r2d3", "COLOR_0")] = {
+            "bufferView": view, "byteOffset": 0, "componentType": _GL_UNSIGNED_SHORT, "normalized": True,
+            "type": "VEC4", "count": len(colour_u16),
+            "min": colour_u16.min(0).tolist(), "max": colour_u16.max(0).tolist(),
+        }
+        primitives[0]["attributes"]["COLOR_0"] = accessor
+
+    scene = trimesh.Scene()
+    scene.add_geometry(tm, geom_name=name, node_name=name)
+    data = scene.export(file_type="glb", include_normals=not mesh.is_empty, buffer_postprocessor=add_colours)
+    # An empty mesh has no binary data, and the spec says the BIN chunk SHOULD then be omitted;
+    # trimesh writes a zero-length one. Drop it and shorten the header's total length to match.
+    if data[-8:] == struct.pack("<I4s", 0, b"BIN\x00"):
+        data = data[:8] + struct.pack("<I", len(data) - 8) + data[12:-8]
+    return data
+
+
+def save_mesh(mesh: Mesh, path: str | os.PathLike, name: str | None = None) -> Path:
+    """Write ``mesh`` as .glb, .ply or .obj (chosen by suffix), atomically. Returns the path.
+
+    ``name`` names the GLB's node, mesh and material (what Blender calls the imported object),
+    e.g. :func:`asset_name`; without one, the file's stem. Other formats have no such names.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".glb", ".ply", ".obj"):
         raise ValueError(f"unsupported mesh format {suffix!r}; use .glb, .ply or .obj")
-    tm = mesh.to_trimesh()
-    if suffix in _Y_UP_FORMATS:
-        tm.vertices = mesh.vertices.astype(np.float64) @ _Z_TO_Y_UP.T
     if suffix == ".glb":
-        linear = srgb_to_linear(mesh.colors)
-        rgba = np.concatenate([linear, np.ones((len(linear), 1))], 1)
-        tm.visual.vertex_colors = (rgba * 255).round().astype(np.uint8)
-        data = tm.export(file_type="glb")
+        data = _glb_bytes(mesh, _safe_name(path.stem if name is None else name))
     elif suffix == ".obj":
+        tm = mesh.to_trimesh()
+        tm.vertices = mesh.vertices.astype(np.float64) @ _Z_TO_Y_UP.T
         data = tm.export(file_type="obj", include_color=True, include_normals=False, include_texture=False).encode()
     else:
-        data = tm.export(file_type="ply", encoding="binary")
+        data = mesh.to_trimesh().export(file_type="ply", encoding="binary")
     write_bytes(path, data)
     return path
+
+
+def _glb_colours(geometry) -> np.ndarray | None:
+    """COLOR_0 of a mesh trimesh loaded from a GLB as linear RGB in [0, 1], (N, 3), or None.
+
+    trimesh keeps COLOR_0 raw (uint8, uint16 or float) in ``vertex_attributes["color"]`` when the
+    primitive has a material, and as 8-bit ``vertex_colors`` when it has none.
+    """
+    raw = getattr(geometry.visual, "vertex_attributes", {}).get("color")
+    if raw is None:
+        if getattr(geometry.visual, "kind", None) != "vertex":
+            return None
+        raw = geometry.visual.vertex_colors
+    raw = np.asarray(raw)
+    if raw.dtype.kind == "u":
+        return raw[:, :3].astype(np.float64) / np.iinfo(raw.dtype).max
+    return np.asarray(raw[:, :3], dtype=np.float64)
 
 
 def load_mesh(path: str | os.PathLike) -> Mesh:
@@ -136,13 +243,25 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
 
     path = Path(path)
     suffix = path.suffix.lower()
-    loaded = trimesh.load(path, process=False, force="mesh")
-    vertices = np.asarray(loaded.vertices, dtype=np.float64)
+    if suffix == ".glb":
+        # As a scene, not force="mesh": flattening a scene into one mesh drops the raw COLOR_0.
+        scene = trimesh.load(path, process=False, force="scene")
+        placed = [scene.graph[node] for node in scene.graph.nodes_geometry]  # (transform, geometry name)
+        if not placed:  # what save_mesh writes for an empty mesh
+            return Mesh(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)))
+        if len(placed) != 1:
+            raise ValueError(f"{path} holds {len(placed)} meshes, not one")
+        transform, geometry_name = placed[0]
+        loaded = scene.geometry[geometry_name]
+        vertices = trimesh.transform_points(np.asarray(loaded.vertices, dtype=np.float64), transform)
+        linear = _glb_colours(loaded)
+        colors = np.ones((len(vertices), 3)) if linear is None else linear_to_srgb(linear)
+    else:
+        loaded = trimesh.load(path, process=False, force="mesh")
+        vertices = np.asarray(loaded.vertices, dtype=np.float64)
+        colors = np.asarray(loaded.visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
     if suffix in _Y_UP_FORMATS:
         vertices = vertices @ _Z_TO_Y_UP  # inverse of an orthogonal matrix is its transpose
-    colors = np.asarray(loaded.visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
-    if suffix == ".glb":
-        colors = linear_to_srgb(colors)
     return Mesh(vertices, np.asarray(loaded.faces), colors)
 
 

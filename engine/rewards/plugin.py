@@ -44,6 +44,7 @@ import itertools
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -115,12 +116,20 @@ class PluginReward(Reward):
                 f"missing {', '.join(missing)}"
             )
 
+    def _where(self, exc: BaseException) -> str:
+        """" (at plugin.py:123 in reward)" for the innermost traceback frame in the plugin file, if any."""
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == self.path.resolve()]
+        return f" (at {self.path.name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+
     def score_views(self, renders: RenderOutput, prompts: list[str]) -> torch.Tensor:
         b, v = renders.rgb.shape[:2]
         kwargs = dict(images=renders.rgb, alpha=renders.alpha, depth=renders.depth, normal=renders.normal, prompts=list(prompts))
         extras = {"albedo": renders.albedo, "cameras": renders.cameras}
         kwargs.update({k: extras[k] for k in self._extras})
-        out = self.fn(**kwargs)
+        try:
+            out = self.fn(**kwargs)
+        except Exception as exc:  # the plugin's own bug: say so, with its file and line, not a traceback
+            raise RewardPluginError(f"reward plugin {self.path} raised {type(exc).__name__}: {exc}{self._where(exc)}") from exc
         if not isinstance(out, torch.Tensor):
             raise RewardPluginError(
                 f"reward plugin {self.path}: `reward` must return a torch.Tensor of shape ({b}, {v}) or ({b},), "

@@ -31,7 +31,7 @@ from ..sampling.sampler import Cancelled, SamplerConfig
 from . import protocol
 from .protocol import BadInput
 
-TEST_JOBS_ENV = "ENGINE_WORKER_TEST_JOBS"  # "1" registers the test-only job kinds (``_crash``)
+TEST_JOBS_ENV = "ENGINE_WORKER_TEST_JOBS"  # "1" registers the test-only job kinds (``_crash``, ``_stuck``)
 SCHEDULERS = ("ddim", "ddpm", "dpmsolver-sde")
 
 
@@ -212,6 +212,69 @@ def _slug(prompt: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_") or "asset"
 
 
+# A generate job writes into ``.<out_dir name>.partial-<8 hex>`` beside ``out_dir`` and renames it
+# to ``out_dir`` at the end; a worker killed meanwhile (SIGKILL, out of memory, power loss) leaves
+# it behind, hidden, with up to a few hundred MB of meshes. Each generate job removes such folders
+# from its out_dir's parent when it starts, but only stale ones: another worker (a second Blender,
+# a batch run) may be exporting into one right now. "Stale" is decided by age, not by a lock or a
+# pid: a staging folder exists only while meshes are exported, and a live export touches it (a new
+# temp file, a rename, a write) every few seconds, so one untouched for an hour has no writer left.
+# A lock (flock) would free a killed job's folder at once, but fcntl does not exist on Windows,
+# where the worker also runs, and a pid means nothing on a network drive shared by two machines.
+STAGING_STALE_AFTER_S = 3600.0
+_STAGING_NAME = re.compile(r"\..+\.partial-[0-9a-f]{8}")
+
+
+def _new_staging_dir(out_dir: Path) -> Path:
+    """A fresh, empty staging folder beside ``out_dir``, named as :data:`_STAGING_NAME` matches."""
+    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def _last_touched(folder: Path) -> float:
+    """The newest mtime (s since the epoch) of ``folder`` and of the entries directly in it.
+
+    The folder's own mtime changes when an entry is created, renamed or removed; an entry's when
+    it is written to (a long write into one temp file). Staging folders are flat.
+    """
+    newest = folder.lstat().st_mtime
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+            except OSError:  # removed meanwhile
+                pass
+    return newest
+
+
+def remove_stale_staging(parent: Path, stale_after_s: float = STAGING_STALE_AFTER_S,
+                         now: float | None = None) -> list[Path]:
+    """Remove the staging folders in ``parent`` left by killed generate jobs; return those removed.
+
+    Only real folders (not symlinks) named ``.<name>.partial-<8 hex digits>`` and untouched for
+    ``stale_after_s`` seconds (see the comment above). Never raises: a folder that cannot be
+    removed now is tried again by the next job.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:  # no parent yet, or not readable: nothing of ours there
+        return removed
+    for entry in entries:
+        if not _STAGING_NAME.fullmatch(entry.name):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or now - _last_touched(Path(entry.path)) < stale_after_s:
+                continue
+            shutil.rmtree(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
 def _commit_dir(staging: Path, out_dir: Path) -> None:
     """Move the finished staging folder to ``out_dir`` in one rename (``out_dir`` absent or empty)."""
     if out_dir.exists():
@@ -224,16 +287,18 @@ def run_generate(params: dict, ctx: JobContext) -> dict:
     ``<slug>_seed<N>.npz`` (see :func:`engine.geometry.mesh.save_npz`) and ``<slug>_seed<N>.glb``, plus ``manifest.json``.
 
     Files are written into a hidden staging folder beside ``out_dir`` and renamed to ``out_dir``
-    only when everything succeeded: a cancelled or failed job leaves nothing behind.
+    only when everything succeeded: a cancelled or failed job leaves nothing behind, and the
+    folder of a killed one is removed by a later job (:func:`remove_stale_staging`).
     Result data: ``{"out_dir", "manifest_path", "assets": [{"prompt", "seed", "mesh_path",
     "glb_path", "vertices", "faces"}], "timings": {"load_s", "sample_s", "mesh_s", "export_s",
     "total_s"}, "sampler": {...}}``; paths are absolute.
     """
-    from ..geometry.mesh import save_mesh
+    from ..geometry.mesh import asset_name, save_mesh
     from ..pipeline import generate
 
     t_start = time.perf_counter()
     p = GenerateParams.from_params(params)
+    remove_stale_staging(p.out_dir.parent)
     ctx.progress(0.0, "loading model")
     model, load_s = MODELS.get(p.device, p.adapter, p.adapter_weight)
     try:
@@ -252,15 +317,14 @@ def run_generate(params: dict, ctx: JobContext) -> dict:
 
     t0 = time.perf_counter()
     p.out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = p.out_dir.parent / f".{p.out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging = _new_staging_dir(p.out_dir)
     try:
         records = []
         for i, asset in enumerate(gen.assets):
             ctx.check_cancel()
             stem = f"{_slug(asset.prompt)}_seed{asset.seed}"
             save_npz(asset.mesh, staging / f"{stem}.npz")
-            save_mesh(asset.mesh, staging / f"{stem}.glb")
+            save_mesh(asset.mesh, staging / f"{stem}.glb", name=asset_name(asset.prompt, asset.seed))
             records.append(
                 {
                     "prompt": asset.prompt,
@@ -337,12 +401,22 @@ def _crash(params: dict, ctx: JobContext) -> dict:
     os._exit(int(params.get("code", 3)))
 
 
+def _stuck(params: dict, ctx: JobContext) -> dict:
+    """Ignore cancellation like a stuck reward plugin: spin in Python ("spin") or block in a sleep ("sleep")."""
+    ctx.progress(0.0, "stuck")
+    if params.get("mode") == "sleep":
+        time.sleep(1000)
+    while True:
+        pass
+
+
 JOBS: dict[str, JobFn] = {"generate": run_generate, "align": run_align}
 
 
 def registry() -> dict[str, JobFn]:
-    """The job kinds this worker accepts; ``_crash`` only with ENGINE_WORKER_TEST_JOBS=1."""
+    """The job kinds this worker accepts; ``_crash`` and ``_stuck`` only with ENGINE_WORKER_TEST_JOBS=1."""
     jobs = dict(JOBS)
     if os.environ.get(TEST_JOBS_ENV) == "1":
         jobs["_crash"] = _crash
+        jobs["_stuck"] = _stuck
     return jobs

@@ -6,12 +6,21 @@ a queued job out), so a long job never delays them. SIGTERM and SIGINT only set 
 handler must not take locks the interrupted code may hold); the main thread turns it into a
 shutdown within 0.2 s, and the running job sees it at its next cancellation point.
 
+A job that does not reach a cancellation point (a reward plugin stuck in a loop or a sleep) is
+interrupted: :data:`INTERRUPT_AFTER_S` after its cancel, a :class:`JobInterrupted` is raised in the
+main thread (an asynchronous exception, plus a SIGUSR1 to end a blocking sleep or wait). If even that
+has not ended it after :data:`EXIT_AFTER_S` (stuck inside C code), the worker reports the job
+cancelled and exits; the client reports its queued jobs as a crash and can start a fresh worker.
+So Cancel ends any job within a few seconds.
+
 The protocol gets a private copy of file descriptor 1; fd 1 itself is pointed at stderr, so a
 stray ``print`` or a C library writing to stdout ends up in the log instead of corrupting the
 message stream.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import signal
 import sys
@@ -26,6 +35,33 @@ from . import protocol
 from .protocol import BadInput, ProtocolError
 
 
+INTERRUPT_AFTER_S = 1.0  # after a cancel, a job still running is interrupted ...
+EXIT_AFTER_S = 4.0  # ... and one still running this long after the cancel ends the worker
+
+
+def _cancelled_class():
+    from ..sampling.sampler import Cancelled
+
+    return Cancelled
+
+
+@functools.cache
+def _job_interrupted() -> type:
+    """The exception raised asynchronously in a job that ignored its cancel: a Cancelled, so every
+    job's cleanup for cancellation runs. Built on first use: the sampler module imports torch."""
+
+    class JobInterrupted(_cancelled_class()):
+        def __init__(self, *args):
+            super().__init__(*(args or (f"interrupted: the job did not stop within {INTERRUPT_AFTER_S:g} s of its cancel",)))
+
+    return JobInterrupted
+
+
+def _set_async_exc(thread_id: int, exc) -> None:
+    """Raise ``exc`` (a class, or None to clear) in thread ``thread_id`` at its next bytecode."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None)
+
+
 def log(message: str) -> None:
     print(f"[worker {os.getpid()}] {message}", file=sys.stderr, flush=True)
 
@@ -36,6 +72,9 @@ class _Job:
     kind: str
     params: dict
     cancel: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False  # guarded by Worker._cond
+    interrupted: bool = False
+    reported: bool = False  # its terminal message was sent
 
 
 class FdLineReader:
@@ -75,6 +114,7 @@ class Worker:
         self._current: _Job | None = None
         self._shutdown = False
         self._signal: int | None = None  # set by the signal handler only
+        self._main_thread: int | None = None  # the thread that runs jobs (set by run)
         self.exit_code = 0
 
     # -- output ------------------------------------------------------------------------------
@@ -109,6 +149,7 @@ class Worker:
             if kind == "cancel":
                 if self._current is not None and self._current.id == job_id:
                     self._current.cancel.set()
+                    self._watch(self._current)
                     return
                 queued = next((j for j in self._queue if j.id == job_id), None)
                 if queued is not None:
@@ -137,6 +178,7 @@ class Worker:
             self._shutdown = True
             if self._current is not None:
                 self._current.cancel.set()
+                self._watch(self._current)
             dropped = list(self._queue)
             self._queue.clear()
             self._cond.notify_all()
@@ -145,6 +187,46 @@ class Worker:
         if notify:
             for job in dropped:
                 self.send(protocol.cancelled(job.id))
+
+    # -- jobs that ignore their cancel (watchdog threads) ---------------------------------------
+    def _watch(self, job: _Job) -> None:
+        """After a cancel: interrupt ``job`` if it is still running in INTERRUPT_AFTER_S, end the worker
+        if it still is in EXIT_AFTER_S. Caller holds _cond."""
+        if job.interrupted or self._main_thread is None:
+            return
+        for delay, act in ((INTERRUPT_AFTER_S, self._interrupt), (EXIT_AFTER_S, self._give_up)):
+            timer = threading.Timer(delay, act, args=(job,))
+            timer.daemon = True
+            timer.start()
+
+    def _interrupt(self, job: _Job) -> None:
+        with self._cond:
+            if job.finished or job.interrupted or self._current is not job:
+                return
+            job.interrupted = True
+            log(f"job {job.id} did not stop within {INTERRUPT_AFTER_S:g} s of its cancel; interrupting it")
+            _set_async_exc(self._main_thread, _job_interrupted())
+        if hasattr(signal, "pthread_kill") and hasattr(signal, "SIGUSR1"):
+            try:  # wakes a blocking sleep or wait in the main thread, so the exception is raised now
+                signal.pthread_kill(self._main_thread, signal.SIGUSR1)
+            except (OSError, ValueError):
+                pass
+
+    def _give_up(self, job: _Job) -> None:
+        with self._cond:
+            if job.finished or self._current is not job:
+                return
+        log(f"job {job.id} is still running {EXIT_AFTER_S:g} s after its cancel (stuck outside Python); exiting")
+        self.send(protocol.cancelled(job.id))
+        os._exit(3)
+
+    def _finish(self, job: _Job) -> None:
+        """The job has left _run_job: no interrupt may reach the main loop after this."""
+        with self._cond:
+            job.finished = True
+            self._current = None
+            if job.interrupted and self._main_thread is not None:
+                _set_async_exc(self._main_thread, None)  # one delivered too late is dropped here
 
     # -- signals (main thread, asynchronous) -------------------------------------------------
     def on_signal(self, signum: int, frame) -> None:
@@ -156,6 +238,9 @@ class Worker:
 
     # -- jobs (main thread) ------------------------------------------------------------------
     def run(self, **ready_info) -> int:
+        self._main_thread = threading.get_ident()
+        if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # only to wake a blocking call
         reader = threading.Thread(target=self.read_requests, name="worker-stdin", daemon=True)
         reader.start()
         self.send(protocol.ready(os.getpid(), jobs=sorted(self._jobs), **ready_info))
@@ -172,10 +257,14 @@ class Worker:
                     continue
                 job = self._current = self._queue.popleft()
             try:
-                self._run_job(job)
-            finally:
-                with self._cond:
-                    self._current = None
+                try:
+                    self._run_job(job)
+                finally:
+                    self._finish(job)
+            except _cancelled_class():  # an interrupt that landed after the job's own handler
+                self._finish(job)
+                if not job.reported:
+                    self.send(protocol.cancelled(job.id))
         return self.exit_code
 
     def _run_job(self, job: _Job) -> None:
@@ -194,16 +283,24 @@ class Worker:
             protocol.encode(message)  # a result that is not strict JSON is the job's failure
         except Cancelled:
             log(f"job {job.id} cancelled after {time.perf_counter() - t0:.2f} s")
-            self.send(protocol.cancelled(job.id))
+            self._report(job, protocol.cancelled(job.id))
         except (BadInput, PromptError) as exc:
             log(f"job {job.id} refused: {str(exc).splitlines()[0]}")
-            self.send(protocol.error(job.id, str(exc), "bad_input"))
+            self._report(job, protocol.error(job.id, str(exc), "bad_input"))
         except Exception as exc:  # the worker outlives any job failure
+            if job.cancel.is_set():  # e.g. the interrupt, wrapped by a reward plugin's error: the user asked to stop
+                log(f"job {job.id} cancelled after {time.perf_counter() - t0:.2f} s ({type(exc).__name__}: {exc})")
+                self._report(job, protocol.cancelled(job.id))
+                return
             log(f"job {job.id} failed:\n{traceback.format_exc()}")
-            self.send(protocol.error(job.id, f"{type(exc).__name__}: {exc}", "runtime"))
+            self._report(job, protocol.error(job.id, f"{type(exc).__name__}: {exc}", "runtime"))
         else:
             log(f"job {job.id} done in {time.perf_counter() - t0:.2f} s")
-            self.send(message)
+            self._report(job, message)
+
+    def _report(self, job: _Job, message: dict) -> None:
+        job.reported = True  # first: an interrupt landing inside send must not add a second terminal message
+        self.send(message)
 
 
 def main() -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,9 @@ def test_batch_writes_blend_glbs_renders_and_log(tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]  # one prompt failed, the other went through
 
     log = json.loads((out / "batch_log.json").read_text())
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out / "batch_log.json").stat().st_mode & 0o777 == 0o666 & ~umask  # was 0600 (tempfile.mkstemp)
     good, bad = log["prompts"]
     assert (good["ok"], bad["ok"], log["ok"]) == (True, False, False)
     assert "'elephant' is not in the vocabulary" in bad["error"]

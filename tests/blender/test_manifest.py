@@ -5,10 +5,14 @@ The tool is ``bpy/<version>/scripts/addons_core/bl_pkg/cli/blender_ext.py``; it 
 """
 from __future__ import annotations
 
+import hashlib
+import posixpath
 import re
 import shutil
+import tomllib
 import zipfile
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -86,7 +90,77 @@ def test_build_packages_addon_and_excludes_dev_files(tmp_path):
     engine_files = {f for f in engine_files  # less what the patterns drop: caches, hidden files
                     if "__pycache__" not in f.split("/") and not any(part.startswith(".") for part in f.split("/"))}
     assert engine_files <= set(names), sorted(engine_files - set(names))
-    excluded_prefixes = (".venv/", ".git/", ".ci/", ".pytest_cache/", "tests/", "scripts/", "docs/", "out/",
+    excluded_prefixes = (".venv/", ".git/", ".ci/", ".pytest_cache/", "tests/", "scripts/", "out/",
                          "runs/", "dist/", "wheels/")
     leaked = [n for n in names if n.startswith(excluded_prefixes) or "__pycache__/" in n or n.endswith(".pyc")]
     assert not leaked, leaked
+
+
+@pytest.fixture(scope="module")
+def lite_archive(tmp_path_factory) -> Path:
+    return build_lite(tmp_path_factory.mktemp("dist"))
+
+
+# An inline Markdown link or image: [text](target) / ![alt](target "title"); the target has no spaces.
+MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_LINK = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE)
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)  # links inside code are not links
+
+
+def relative_links(markdown: str) -> list[str]:
+    """The targets of a Markdown text's links that point at files (not URLs, not same-page anchors)."""
+    text = CODE.sub("", markdown)
+    targets = MARKDOWN_LINK.findall(text) + REFERENCE_LINK.findall(text)
+    return [t for t in targets if not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", t) and not t.startswith("#")]
+
+
+def test_relative_links_finds_links_and_images_but_not_urls_or_code():
+    text = ("See [a](docs/a.md), ![b](images/b.png \"B\"), [c](https://x.org/c.md), [d](#top), "
+            "`[e](not/a/link.md)` and [f](../f.md#part).\n[g]: docs/g.md\n```\n[h](code.md)\n```\n")
+    assert relative_links(text) == ["docs/a.md", "images/b.png", "../f.md#part", "docs/g.md"]
+
+
+def test_packaged_markdown_links_resolve_inside_the_package(lite_archive):
+    """The installed README linked to docs/ the package left out: every link was a dead end."""
+    with zipfile.ZipFile(lite_archive) as archive:
+        names = set(archive.namelist())
+        folders = {n.rsplit("/", 1)[0] + "/" for n in names if "/" in n}
+        broken = {}
+        for doc in sorted(n for n in names if n.endswith(".md")):
+            base = posixpath.dirname(doc)
+            for target in relative_links(archive.read(doc).decode("utf-8")):
+                path = posixpath.normpath(posixpath.join(base, unquote(target.split("#", 1)[0].split("?", 1)[0])))
+                inside = not path.startswith("../") and path != ".."
+                if not inside or not (path in names or path.rstrip("/") + "/" in folders):
+                    broken.setdefault(doc, []).append(target)
+    assert "README.md" in names
+    assert not broken, broken
+
+
+# The FSF's gpl-3.0.txt verbatim (md5 1ebbd3e34237af26da5dc08a4e440464, as Debian ships it in
+# /usr/share/common-licenses/GPL-3), so an edited or paraphrased LICENSE fails.
+GPL3_SHA256 = "3972dc9744f6499f0f9b2dbf76696f2ae7ad8af9b23dde66d6af86c9dfb36986"
+
+
+def test_package_carries_the_gpl_text_its_manifest_names(lite_archive):
+    manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))
+    assert manifest["license"] == ["SPDX:GPL-3.0-or-later"]
+    with zipfile.ZipFile(lite_archive) as archive:
+        licence = archive.read("LICENSE").decode("utf-8")
+    assert licence == (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "GNU GENERAL PUBLIC LICENSE" in licence and "Version 3, 29 June 2007" in licence
+    assert "END OF TERMS AND CONDITIONS" in licence and "How to Apply These Terms to Your New Programs" in licence
+    assert hashlib.sha256(licence.encode("utf-8")).hexdigest() == GPL3_SHA256
+
+
+def test_packaging_doc_gives_the_lite_package_size_measured_now(lite_archive):
+    """docs/packaging.md said 7.0 MB (6,954,347 bytes) long after the package had grown to 7.9 MB."""
+    doc = (ROOT / "docs" / "packaging.md").read_text(encoding="utf-8")
+    stated = re.search(r"scripts/build_extension.py build` \(([\d,]+) bytes", doc)
+    assert stated, "docs/packaging.md no longer states the lite package's size in bytes"
+    stated_bytes = int(stated.group(1).replace(",", ""))
+    actual = lite_archive.stat().st_size
+    # 5%: the weights and docs dominate; small code changes must not make this test churn
+    assert abs(actual - stated_bytes) <= 0.05 * actual, (stated_bytes, actual)
+    row = re.search(r"\| \*\*lite\*\* .*?\| ([\d.]+) MB \|", doc)
+    assert row and float(row.group(1)) == round(stated_bytes / 1e6, 1), "the table and the text disagree"

@@ -117,3 +117,12 @@ def test_missing_or_wrong_file_is_rejected(tmp_path):
         PluginReward(text)
     with pytest.raises(ValueError, match="not found"):  # through the registry: still a ValueError
         build_reward("plugin", {"path": str(tmp_path / "nope.py")})
+
+
+def test_a_plugin_that_raises_is_reported_as_its_error_with_its_file_and_line(tmp_path, red_sphere_blue_cube):
+    body = "import torch\n\ndef helper(x):\n    return x / 0\n\ndef reward(images, alpha, depth, normal, prompts):\n    return torch.zeros(len(prompts)) + helper(1)\n"
+    plugin = PluginReward(write_plugin(tmp_path, body))
+    with pytest.raises(RewardPluginError) as info:
+        plugin(red_sphere_blue_cube, ["", ""])
+    assert str(info.value) == (f"reward plugin {tmp_path / 'my_reward.py'} raised ZeroDivisionError: division by zero "
+                               "(at my_reward.py:4 in helper)")

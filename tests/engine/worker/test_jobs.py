@@ -1,10 +1,14 @@
 """The worker's jobs called in-process: parameter validation, progress, the align and adapter hooks."""
+import json
 import os
+import struct
 import sys
+import time
 import types
 
 import numpy as np
 import pytest
+import trimesh
 
 from engine.data.grammar import COLOURS, SHAPES, PromptError
 from engine.geometry.mesh import Mesh, save_npz, srgb_to_linear
@@ -253,3 +257,72 @@ def test_wrong_typed_align_params_are_bad_input_naming_the_field(tmp_path, chang
         jobs.run_align(params, JobContext("j", lambda m: None))
     assert words in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def age(path, seconds):
+    """Set the mtime of ``path`` and of everything directly in it to ``seconds`` ago (children first:
+    creating or touching a child updates the folder's mtime)."""
+    then = time.time() - seconds
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            os.utime(child, (then, then), follow_symlinks=False)
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def staging_folder(parent, name, files=("a_red_cube_seed0.npz",)):
+    folder = parent / name
+    folder.mkdir()
+    for f in files:
+        (folder / f).write_bytes(b"half-written mesh")
+    return folder
+
+
+def test_stale_staging_folders_of_killed_jobs_are_removed_and_nothing_else(tmp_path):
+    stale = staging_folder(tmp_path, ".old_job.partial-0123abcd")
+    age(stale, 2 * jobs.STAGING_STALE_AFTER_S)
+    live = staging_folder(tmp_path, ".running_job.partial-89abcdef")  # another worker exporting now
+    age(live, 60)
+    # a live export that has been writing one big file for a long time: its file's mtime is recent
+    long_write = staging_folder(tmp_path, ".slow_job.partial-00ff00ff")
+    age(long_write, 2 * jobs.STAGING_STALE_AFTER_S)
+    os.utime(long_write / "a_red_cube_seed0.npz")
+    keep = {}
+    for name in (".cache", ".old_job.partial-0123ABCD", ".old_job.partial-0123abc", ".partial-0123abcd",
+                 "old_job.partial-0123abcd", ".old_job.partial-0123abcd.bak"):  # not the pattern
+        keep[name] = staging_folder(tmp_path, name)
+        age(keep[name], 2 * jobs.STAGING_STALE_AFTER_S)
+    target = staging_folder(tmp_path, "precious")
+    age(target, 2 * jobs.STAGING_STALE_AFTER_S)
+    link = tmp_path / ".linked.partial-deadbeef"
+    link.symlink_to(target, target_is_directory=True)  # never followed
+    plain_file = tmp_path / ".file.partial-cafef00d"
+    plain_file.write_bytes(b"not a folder")
+    age(plain_file, 2 * jobs.STAGING_STALE_AFTER_S)
+
+    assert jobs.remove_stale_staging(tmp_path) == [stale]
+    assert not stale.exists()
+    for folder in (live, long_write, *keep.values(), target):
+        assert (folder / "a_red_cube_seed0.npz").is_file(), folder.name
+    assert link.is_symlink() and plain_file.is_file()
+    assert jobs.remove_stale_staging(tmp_path / "missing") == []  # never raises
+
+
+def test_next_generate_job_removes_a_killed_jobs_staging_folder(tmp_path):
+    """A SIGKILL during export left ``.<name>.partial-<hex>``; the next job cleans it and succeeds."""
+    stale = staging_folder(tmp_path, ".assets.partial-1a2b3c4d", ["a_red_cube_seed0.npz", ".a_red_cube_seed0.glb.x.tmp"])
+    age(stale, 2 * jobs.STAGING_STALE_AFTER_S)
+    unrelated = staging_folder(tmp_path, ".blender_cache")
+    age(unrelated, 2 * jobs.STAGING_STALE_AFTER_S)
+    out = tmp_path / "assets"  # the same out_dir as the killed job: it never got renamed into place
+    data = jobs.run_generate({"prompt": "a red cube", "seed": 7, "steps": 2, "out_dir": str(out)},
+                             JobContext("j", lambda m: None))
+    assert not stale.exists() and (unrelated / "a_red_cube_seed0.npz").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".blender_cache", "assets"]  # no staging left
+    assert sorted(p.name for p in out.iterdir()) == ["a_red_cube_seed7.glb", "a_red_cube_seed7.npz", "manifest.json"]
+    assert data["assets"][0]["glb_path"] == str(out / "a_red_cube_seed7.glb")
+    # the GLB's node and mesh are named after the asset (they were "geometry_0"), with normals
+    scene = trimesh.load(out / "a_red_cube_seed7.glb")
+    assert list(scene.geometry) == ["red_cube_seed7"] and scene.graph.nodes_geometry == ["red_cube_seed7"]
+    raw = (out / "a_red_cube_seed7.glb").read_bytes()
+    gltf = json.loads(raw[20:20 + struct.unpack_from("<I", raw, 12)[0]])  # the JSON chunk
+    assert {"NORMAL", "COLOR_0"} <= set(gltf["meshes"][0]["primitives"][0]["attributes"])

@@ -286,3 +286,42 @@ def test_a_frozen_worker_does_not_block_submit_and_sigterm_cancels_cleanly(tmp_p
         assert list(tmp_path.iterdir()) == []
     finally:
         client.stop()
+
+
+@pytest.mark.parametrize("mode", ["spin", "sleep"])
+def test_a_job_that_ignores_cancel_is_interrupted_within_seconds_and_the_worker_serves_on(tmp_path, mode):
+    """A reward plugin stuck in a Python loop or a sleep never reaches a cancellation point; the
+    worker interrupts it (engine.worker.server.INTERRUPT_AFTER_S) instead of ignoring the cancel."""
+    client = WorkerClient(env={**ENV, "ENGINE_WORKER_TEST_JOBS": "1"}).start()
+    try:
+        job = client.submit("_stuck", {"mode": mode})
+        inbox = Inbox(client)
+        inbox.until(job, lambda m: m["type"] == "progress", timeout=60)
+        t0 = time.monotonic()
+        client.cancel(job)
+        assert [m["type"] for m in inbox.done([job], timeout=10)][-1] == "cancelled"
+        assert time.monotonic() - t0 < 3.0
+        assert client.alive  # interrupted, not killed: the next job runs in the same worker
+        after = client.submit("generate", {"prompt": "a red cube", "steps": 2, "out_dir": tmp_path / "after"})
+        assert [m["type"] for m in inbox.done([after], timeout=60)][-1] == "result"
+    finally:
+        client.stop()
+
+
+def test_an_align_job_with_a_reward_plugin_stuck_in_a_loop_cancels_within_seconds(tmp_path):
+    plugin = tmp_path / "stuck.py"
+    plugin.write_text("import torch\n\ndef reward(images, alpha, depth, normal, prompts):\n    while True:\n        pass\n")
+    client = WorkerClient(env=ENV).start()
+    try:
+        job = client.submit("align", {"out_dir": tmp_path / "run", "reward": "plugin", "reward_options": {"plugin": {"path": str(plugin)}},
+                                      "method": "ddpo", "steps": 2, "trajectories": 1, "eval_seeds": 1, "prompts": ["a red cube"],
+                                      "extra": {"render": {"resolution": 8, "samples": 8}, "orbit": {"views": 1}, "sampler": {"steps": 2}}})
+        inbox = Inbox(client)
+        inbox.until(job, lambda m: m["type"] == "progress" and "scoring" in m["message"], timeout=120)
+        time.sleep(0.5)  # inside the plugin by now
+        t0 = time.monotonic()
+        client.cancel(job)
+        assert [m["type"] for m in inbox.done([job], timeout=10)][-1] == "cancelled"
+        assert time.monotonic() - t0 < 3.0 and client.alive
+    finally:
+        client.stop()
