@@ -111,7 +111,13 @@ class Aligner:
         self.identity = json.loads(json.dumps({"config": config.to_dict(), "model": model.name, "weights": _weights_fingerprint(model),
                                                "prompts": list(prompts), **(identity or {})}))
         if not has_lora(model):
-            add_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, seed=config.seed)
+            targets = tuple(config.lora_targets or model.lora_target_modules)
+            if config.lora_conditioning:
+                extra = tuple(getattr(model, "lora_conditioning_modules", ()))
+                if not extra:
+                    raise ValueError(f"model {model.name!r} declares no conditioning layers for lora_conditioning")
+                targets += extra
+            add_lora(model, config.lora_rank, config.lora_alpha, targets, seed=config.seed)
         self.params = lora_parameters(model)
         self.flow = ResidualFlow(model.latent_shape).to(self._device) if config.flow_network else None
         groups = [{"params": self.params, "lr": config.lr}]

@@ -12,7 +12,8 @@ DiffSplat and Shap-E are meant to implement them later without the rest of the e
    ``denoise(latents, timesteps, embeds) -> model_output`` (same shape as ``latents``). Its
    attention and feed-forward layers are ``torch.nn.Linear`` modules with diffusers' names
    (``to_q``, ``to_k``, ``to_v``, ``to_out.0``, ``ff.net.0.proj``, ``ff.net.2``, ``proj_out``),
-   listed in ``lora_target_modules`` so peft can wrap them. (DiffSplat: UNet2DCondition /
+   listed in ``lora_target_modules`` so peft can wrap them; optionally ``lora_conditioning_modules``
+   names the timestep-embedding and AdaLN layers (adapted too with ``AlignConfig.lora_conditioning``). (DiffSplat: UNet2DCondition /
    PixArt / SD3 transformers with Plücker channels concatenated inside ``denoise``; Shap-E:
    PriorTransformer.)
 3. **Scheduler** -- ``make_scheduler(kind)`` returns a fresh diffusers scheduler ("ddim",

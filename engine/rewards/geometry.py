@@ -4,6 +4,9 @@ The rendered depth is unprojected along each pixel's ray into 3D points; pseudo-
 cross product of the points' central differences across the image; the reward is the mean cosine
 between pseudo-normals and rendered normals over pixels whose alpha and whose neighbours' alpha
 exceed ``alpha_threshold``. A surface whose shading normals agree with its geometry scores 1.
+
+``detach_depth=True`` stops the gradient through the depth, so only the rendered normals are pushed
+toward the depth's pseudo-normals (what the paper's official code does; docs/method.md).
 """
 from __future__ import annotations
 
@@ -18,13 +21,16 @@ from .base import Reward
 class DepthNormalConsistency(Reward):
     name = "dnc"
 
-    def __init__(self, alpha_threshold: float = 0.5):
+    def __init__(self, alpha_threshold: float = 0.5, detach_depth: bool = False):
         if not 0.0 <= alpha_threshold < 1.0:
             raise ValueError(f"alpha_threshold must be in [0, 1), got {alpha_threshold!r}")
         self.alpha_threshold = alpha_threshold
+        self.detach_depth = bool(detach_depth)
 
     def score_views(self, renders: RenderOutput, prompts: list[str]) -> torch.Tensor:
         depth = renders.depth[:, :, 0]  # (B, V, R, R) distance along the unit ray
+        if self.detach_depth:
+            depth = depth.detach()
         b, v, r, _ = depth.shape
         origins, dirs = camera_rays(renders.cameras.to(depth.device), r)  # (V, R, R, 3)
         points = origins.to(depth.dtype) + dirs.to(depth.dtype) * depth[..., None]  # (B, V, R, R, 3)

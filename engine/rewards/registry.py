@@ -407,10 +407,10 @@ def format_reward_list() -> str:
 
 # --- built-in rewards ------------------------------------------------------------------------------
 
-def _build_dnc(alpha_threshold: float) -> Reward:
+def _build_dnc(alpha_threshold: float, detach_depth: bool) -> Reward:
     from .geometry import DepthNormalConsistency
 
-    return DepthNormalConsistency(alpha_threshold=alpha_threshold)
+    return DepthNormalConsistency(alpha_threshold=alpha_threshold, detach_depth=detach_depth)
 
 
 def _build_palette(palette, softness: float, alpha_threshold: float) -> Reward:
@@ -474,7 +474,9 @@ _ALPHA = RewardOption("alpha_threshold", "float", 0.5, "pixels with alpha above 
 _TOKENIZER = RewardOption("tokenizer_path", "model", None, "CLIP tokenizer directory or repo id (default: the model's own)")
 
 for _spec in (
-    RewardSpec("dnc", "Depth-normal consistency: rendered normals agree with the rendered depth (no network; 1 = perfect).", (_ALPHA,), _build_dnc),
+    RewardSpec("dnc", "Depth-normal consistency: rendered normals agree with the rendered depth (no network; 1 = perfect).",
+               (_ALPHA, RewardOption("detach_depth", "bool", False, "no gradient through the depth, only the normals (the official code)")),
+               _build_dnc),
     RewardSpec(
         "palette",
         "Foreground albedo close to a colour palette (minus the mean distance to the nearest colour; 0 = on palette).",

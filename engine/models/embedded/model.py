@@ -66,6 +66,9 @@ class EmbeddedModel:
     # below ~3 shapes blur toward the unconditional mix. Figures in docs/embedded_guidance_sweep.md.
     default_guidance = 4.0
     lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_out")
+    # The timestep embedder and the AdaLN projection: what the official code also adapts
+    # (AlignConfig.lora_conditioning).
+    lora_conditioning_modules = ("time_embed.linear_1", "time_embed.linear_2", "t_block.1")
 
     def __init__(self, config: EmbeddedConfig = EmbeddedConfig(), device: str | torch.device = "cpu"):
         self.config = config

@@ -122,3 +122,23 @@ def test_adapter_for_another_model_or_shape_is_refused(tmp_path, model):
         load_adapter(model, folder)
     with pytest.raises(AdapterError, match="not an adapter folder"):
         load_adapter(model, tmp_path / "missing")
+
+
+def test_lora_conditioning_also_adapts_the_timestep_embedder_and_adaln_and_trains_them():
+    from engine.align.config import AlignConfig
+    from engine.align.objective import LinearReward
+    from engine.align.trainer import Aligner
+    from engine.models.embedded.model import EmbeddedConfig, EmbeddedModel
+    from engine.models.toy import GaussianToyModel
+
+    model = EmbeddedModel(EmbeddedConfig())
+    names = lambda m: {n for n, _ in m.denoiser.named_parameters() if "lora_" in n}
+    al = Aligner(model, LinearReward(torch.zeros(model.latent_shape).flatten()), ["a red cube"],
+                 AlignConfig(lora_rank=2, lora_conditioning=True, steps=1))
+    wrapped = names(model)
+    for module in model.lora_conditioning_modules:
+        assert any(f"{module}.lora_A" in n for n in wrapped), module
+    assert any("to_q.lora_A" in n for n in wrapped)
+    with pytest.raises(ValueError, match="declares no conditioning layers"):
+        Aligner(GaussianToyModel(), LinearReward(torch.tensor([1.0, 0.0])), ["x"], AlignConfig(lora_conditioning=True))
+    assert al.params and all(p.requires_grad for p in al.params)

@@ -1,5 +1,6 @@
 """The loop's promises: resume continues exactly, logs and checkpoints stay consistent, misuse is refused."""
 import json
+import math
 
 import pytest
 import torch
@@ -160,3 +161,15 @@ def test_checkpoints_written_before_run_identities_still_resume(tmp_path):
     assert Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path).step == 2
     with pytest.raises(ValueError, match=r"\(config differ\)"):
         Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2, beta=5.0), tmp_path)
+
+
+def test_official_preset_runs_and_resumes_like_any_config(tmp_path):
+    from engine.align.config import preset
+
+    cfg = preset("official", beta=2.0, lr=1e-2, lora_rank=2, steps=2, trajectories=4, micro_batch=2, accumulate=2,
+                 lora_conditioning=False, sampler=SamplerConfig(scheduler="dpmsolver-sde", final_sigmas="sigma_min", steps=6))
+    assert cfg.reward_weighting == "squared" and cfg.train_on_previous and cfg.cameras_per_transition
+    log = Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], cfg, tmp_path).run()
+    assert len(log) == 2 and all(math.isfinite(r["loss"]) for r in log)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("fast")

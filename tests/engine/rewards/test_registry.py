@@ -68,7 +68,7 @@ def test_reference_and_plugin_build_from_paths(tmp_path, red_sphere_blue_cube):
     "name, options, message",
     [
         ("nope", {}, "unknown reward 'nope'; known rewards: dnc, palette, reference"),
-        ("dnc", {"alpha": "0.5"}, "has no option 'alpha' \\(its options: alpha_threshold\\)"),
+        ("dnc", {"alpha": "0.5"}, "has no option 'alpha' \\(its options: alpha_threshold, detach_depth\\)"),
         ("dnc", {"alpha_threshold": "half"}, "bad value 'half' for option 'alpha_threshold' \\(float\\)"),
         ("dnc", {"alpha_threshold": "inf"}, "must be finite"),
         ("palette", {}, "needs option 'palette'"),

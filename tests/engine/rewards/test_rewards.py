@@ -58,3 +58,17 @@ def test_bad_input_is_rejected(renders):
         PaletteReward([(2.0, 0.0, 0.0)])
     with pytest.raises(ValueError):
         DepthNormalConsistency()(renders[0], ["only one prompt"])
+
+
+def test_dnc_detach_depth_keeps_the_score_and_sends_the_gradient_only_through_the_normals(differentiable_render):
+    from engine.rewards import build_reward
+
+    _, out = differentiable_render
+    plain, detached = build_reward("dnc", {}), build_reward("dnc", {"detach_depth": "true"})
+    assert detached.detach_depth and not plain.detach_depth
+    r_plain, r_det = plain(out, ["a green sphere"]), detached(out, ["a green sphere"])
+    assert torch.allclose(r_plain, r_det)
+    (g_depth,) = torch.autograd.grad(r_plain.sum(), out.depth, retain_graph=True)
+    assert g_depth.abs().sum() > 0
+    g_none, g_normal = torch.autograd.grad(r_det.sum(), [out.depth, out.normal], allow_unused=True, retain_graph=True)
+    assert g_none is None and g_normal.abs().sum() > 0
