@@ -35,6 +35,17 @@ HERE = Path(__file__).resolve().parent
 BATCH_PACKAGE = "nabla_r2d3_batch.nabla_r2d3"  # name this folder gets when the add-on is not enabled
 
 
+def _load_names():
+    """engine/names.py by path (this script runs before the add-on is loaded as a package)."""
+    spec = importlib.util.spec_from_file_location("nabla_r2d3_batch_names", HERE / "engine" / "names.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NAMES = _load_names()
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     argv = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(prog="batch.py", description="Nabla-R2D3 batch generation")
@@ -43,7 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=4, help="assets per prompt (default 4)")
     p.add_argument("--seed", type=int, default=0, help="first seed; asset i of a prompt uses seed + i")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--scheduler", choices=("ddim", "ddpm", "dpmsolver-sde"), default="ddim")
+    p.add_argument("--scheduler", choices=NAMES.SCHEDULERS, default="ddim")
     p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the model's)")
     p.add_argument("--adapter", type=Path, help="a LoRA adapter folder to generate with")
     p.add_argument("--adapter-weight", type=float, default=1.0)

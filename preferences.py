@@ -10,7 +10,7 @@ import sys
 import types
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 ADDON_ID = __package__  # "bl_ext.<repo>.nabla_r2d3" inside Blender; never hard-coded
 
@@ -46,6 +46,16 @@ class NablaR2D3Preferences(bpy.types.AddonPreferences):
                                  description="Where aligned LoRA adapters are saved. Empty: the extension's user folder")
     cache_dir: StringProperty(name="Cache Folder", subtype='DIR_PATH', default="",
                               description="Where job files (meshes, previews, logs) go. Empty: the extension's user folder")
+    cache_max_gb: FloatProperty(
+        name="Cache Size Limit", default=5.0, min=0.0, soft_max=100.0, unit='NONE', precision=1,
+        description="Job folders beyond this many GB are removed, oldest first, when a job starts (0: no limit). "
+                    "Folders in use (running jobs, GLBs of objects in the open file, previews) are kept",
+    )
+    cache_max_days: IntProperty(
+        name="Cache Age Limit", default=30, min=0, soft_max=365,
+        description="Job folders older than this many days are removed when a job starts (0: no limit). "
+                    "Folders in use are kept",
+    )
     keep_engine_loaded: BoolProperty(
         name="Keep Engine Loaded", default=True,
         description=(
@@ -75,6 +85,9 @@ class NablaR2D3Preferences(bpy.types.AddonPreferences):
         col.label(text=f"In use: {paths.adapters_dir(self, create=False)}")
         col.prop(self, "cache_dir")
         col.label(text=f"In use: {paths.cache_dir(self, create=False)}")
+        col.prop(self, "cache_max_gb", text="Size Limit (GB)")
+        col.prop(self, "cache_max_days", text="Age Limit (days)")
+        col.operator("nabla_r2d3.clear_cache", icon='TRASH')
 
         col = layout.column(heading="Network")
         if bpy.app.online_access:

@@ -14,25 +14,12 @@ from bpy.props import (
     StringProperty,
 )
 
-SCHEDULERS = (
-    ("ddim", "DDIM", "DDIM with eta 1 (stochastic), the paper's sampler"),
-    ("ddpm", "DDPM", "Ancestral DDPM sampling"),
-    ("dpmsolver-sde", "SDE-DPM-Solver++", "First-order SDE-DPM-Solver++"),
-)
+from .engine.names import METHOD_ITEMS as METHODS, RENDERER_ITEMS as RENDERERS, SCHEDULER_ITEMS as SCHEDULERS
+
 REWARDS = (
     ("palette", "Colour Palette", "Reward views whose colours stay close to a palette"),
     ("reference", "Reference Image", "Reward views that look like a reference image"),
     ("dnc", "Depth-Normal Consistency", "Reward clean geometry: rendered normals agree with the depth map (no network)"),
-)
-METHODS = (
-    ("nabla", "Nabla-R2D3", "Reward gradients matched against the sampler's scores (the paper's method)"),
-    ("refl", "ReFL", "Reward through a one-step prediction from a late step (baseline)"),
-    ("draft", "DRaFT-1", "Reward backpropagated through the last sampling step (baseline)"),
-    ("ddpo", "DDPO", "Policy gradient without reward gradients (baseline)"),
-)
-RENDERERS = (
-    ("volume", "Volume (differentiable)", "The engine's differentiable volume renderer; reward gradients flow"),
-    ("cycles", "Cycles", "Blender's Cycles on extracted meshes; no gradients (DDPO only)"),
 )
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import bpy
 
+from ..engine.names import GRADIENT_FREE_METHODS
 from . import paths
 from .generate import JobSetupError, device_params
 from .jobs import Job
@@ -75,9 +76,9 @@ def align_params(s, prefs, out_dir: Path) -> dict:
     prompts = split_prompts(s.align_prompts) or split_prompts(s.prompt)
     if not prompts:
         raise JobSetupError("Enter the prompts to align on (or a Generate prompt)")
-    if s.renderer != "volume":
-        raise JobSetupError("The engine aligns through its differentiable volume renderer only for now: "
-                            "set Renderer to Volume")
+    if s.renderer == "cycles" and s.method not in GRADIENT_FREE_METHODS:
+        raise JobSetupError(f"{s.method!r} needs the reward's gradient and Cycles renders have none: "
+                            "set Renderer to Volume, or Method to DDPO")
     reward, options = reward_params(s, out_dir)
     return {
         "reward": reward,
@@ -90,6 +91,7 @@ def align_params(s, prefs, out_dir: Path) -> dict:
         "lora_rank": int(s.lora_rank),
         "beta": float(s.beta) or None,
         "seed": int(s.seed),
+        "renderer": s.renderer,
         "out_dir": str(out_dir),
         **device_params(prefs),
     }

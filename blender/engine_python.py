@@ -4,8 +4,13 @@
 The engine needs torch; Blender's bundled Python usually lacks it. The "Engine Python" preference
 names an interpreter that has it (e.g. the project's ``.venv/bin/python``). Left empty, Blender's own
 ``sys.executable`` is used if it can import torch (the extension's wheels installed). Whether an
-interpreter has torch is checked once per interpreter file (a ~0.1 s subprocess that locates torch
-without importing it) and cached; panels only read the cache, they never start a process.
+interpreter has torch is checked by a ~0.1 s subprocess that locates torch without importing it, and
+cached; panels only read the cache, they never start a process.
+
+The cache is keyed on the path as configured and on what decides its imports (the venv's
+``pyvenv.cfg``, its site-packages folders, PYTHONPATH), not on the interpreter file it resolves to:
+two venvs share one base interpreter, and installing torch into a venv changes its site-packages,
+not its ``python``. A cached failure is never trusted: a job start checks again.
 """
 from __future__ import annotations
 
@@ -22,28 +27,55 @@ _CHECK = (
     "missing = [m for m in ('torch', 'numpy') if importlib.util.find_spec(m) is None]; "
     "print(' '.join(missing)); sys.exit(3 if missing else 0)"
 )
-# (real path, mtime_ns) -> (ok, detail). mtime: a venv rebuilt in place is checked again.
-_cache: dict[tuple[str, int], tuple[bool, str]] = {}
+# _key(python) -> (ok, detail)
+_cache: dict[tuple, tuple[bool, str]] = {}
+CHECK_BUTTON = "Check Engine Python"  # the operator's label, named in errors so users find it
 
 
 class EnginePythonError(RuntimeError):
     """No usable Python to run the engine; the message says what to set."""
 
 
-def _key(python: str) -> tuple[str, int] | None:
+def _environment_files(python: str) -> list[str]:
+    """Files and folders whose change can change what ``python`` imports: the ``pyvenv.cfg`` of the
+    venv it belongs to (beside it or one folder up, as Python looks) and that venv's site-packages."""
+    here = os.path.dirname(os.path.abspath(python))
+    found = []
+    for root in (here, os.path.dirname(here)):
+        cfg = os.path.join(root, "pyvenv.cfg")
+        if os.path.isfile(cfg):
+            found.append(cfg)
+            for lib in ("lib", "lib64", "Lib"):
+                libdir = os.path.join(root, lib)
+                if not os.path.isdir(libdir):
+                    continue
+                for entry in sorted(os.listdir(libdir)):
+                    site = os.path.join(libdir, entry, "site-packages")
+                    if os.path.isdir(site):
+                        found.append(site)
+                if os.path.isdir(os.path.join(libdir, "site-packages")):  # Windows venvs
+                    found.append(os.path.join(libdir, "site-packages"))
+            break
+    return found
+
+
+def _key(python: str) -> tuple | None:
     try:
         real = os.path.realpath(python)
-        return real, os.stat(real).st_mtime_ns
+        stamps = [(real, os.stat(real).st_mtime_ns)]
+        stamps += [(path, os.stat(path).st_mtime_ns) for path in _environment_files(python)]
     except OSError:
         return None
+    return os.path.abspath(python), tuple(stamps), os.environ.get("PYTHONPATH", "")
 
 
 def check_python(python: str, timeout: float = 60.0, refresh: bool = False) -> tuple[bool, str]:
-    """``(ok, detail)``: whether ``python`` runs and can locate torch and numpy. Cached per file."""
+    """``(ok, detail)``: whether ``python`` runs and can locate torch and numpy. A success is cached
+    until the interpreter or its environment changes; a failure is checked again on every call."""
     key = _key(python)
     if key is None:
         return False, f"{python} does not exist"
-    if not refresh and key in _cache:
+    if not refresh and key in _cache and _cache[key][0]:
         return _cache[key]
     env = dict(os.environ)
     env.update(_site_packages_env(python))
@@ -79,13 +111,17 @@ def resolve(prefs, refresh: bool = False) -> str:
             raise EnginePythonError(f"Engine Python {configured!r} does not exist: fix it in the add-on preferences")
         ok, detail = check_python(configured, refresh=refresh)
         if not ok:
-            raise EnginePythonError(f"Engine Python is not usable ({detail}): point it at a Python with torch")
+            raise EnginePythonError(
+                f"Engine Python is not usable ({detail}): point it at a Python with torch, or install torch "
+                f"into it and press {CHECK_BUTTON} in Preferences > Add-ons > Nabla-R2D3"
+            )
         return configured
     ok, detail = check_python(sys.executable, refresh=refresh)
     if not ok:
         raise EnginePythonError(
             f"Blender's own Python cannot run the engine ({detail}). Set Preferences > Add-ons > "
-            "Nabla-R2D3 > Engine Python to a Python with torch (e.g. the project's .venv/bin/python)"
+            "Nabla-R2D3 > Engine Python to a Python with torch (e.g. the project's .venv/bin/python), "
+            f"then press {CHECK_BUTTON} there"
         )
     return sys.executable
 

@@ -96,7 +96,8 @@ class GenerateApplier:
         specs = [scene_import.AssetSpec.from_dict(a) for a in records]
         self.timings = data.get("timings", {})
         self.importer = scene_import.AssetImporter(
-            scene_name, specs, scene_import.collection_name_for(specs[0].prompt), spacing, tuple(origin), adapter=adapter
+            scene_name, specs, scene_import.collection_name_for(specs[0].prompt), spacing, tuple(origin), adapter=adapter,
+            keep_clear=True,
         )
         self.importer.scene  # noqa: B018 - fail now if the scene is gone
         self.applied: dict = {}
@@ -128,7 +129,8 @@ class GenerateApplier:
 
 
 def make_job(context, prefs, req: GenerateRequest) -> Job:
-    """A ``generate`` job for ``req``; its assets go to ``context.scene`` around the 3D cursor."""
+    """A ``generate`` job for ``req``; its assets go to ``context.scene`` from the 3D cursor, moved
+    along +X past the objects already there (:func:`scene_import.clear_origin`)."""
     scene = context.scene
     job_dir = paths.new_job_dir(prefs, "generate")
     try:

@@ -42,7 +42,7 @@ from typing import Callable, Protocol
 import bpy
 
 from ..preferences import get_preferences
-from . import engine_python, paths
+from . import cache, engine_python, paths
 from .preview_object import PreviewObject
 
 POLL_INTERVAL_S = 0.1  # timer period while a job runs: progress feels live, costs ~nothing
@@ -123,6 +123,8 @@ class JobManager:
     def submit(self, job: Job) -> Job:
         self.queue.append(job)
         self.last_error = ""
+        if job.job_dir is not None:
+            self._prune_cache(job.job_dir.parent)
         self._ensure_timer()
         self._sync_state()
         return job
@@ -371,6 +373,17 @@ class JobManager:
         del self.finished[:-20]
         if self.queue:
             self._ensure_timer()
+
+    def _prune_cache(self, jobs_root: Path) -> None:
+        """Keep the cache within the preferences' limits (blender/cache.py); never fails a submit."""
+        try:
+            result = cache.prune(jobs_root, cache.folders_in_use(jobs_root, self), cache.CacheLimits.from_preferences(get_preferences()))
+        except Exception:  # noqa: BLE001 - a full disk or odd permissions must not stop the new job
+            traceback.print_exc()
+            return
+        if result.removed:
+            print(f"Nabla-R2D3: removed {len(result.removed)} old job folder(s) from the cache "
+                  f"({result.freed_bytes / 1e6:.1f} MB)", file=sys.stderr)
 
     def _cleanup_dir(self, job: Job) -> None:
         if job.job_dir is None:

@@ -11,7 +11,7 @@ Each asset becomes a mesh object with
 * custom properties ``nabla_r2d3_prompt`` / ``nabla_r2d3_seed`` / ``nabla_r2d3_adapter``,
 
 named ``"<prompt> (seed <n>)"`` and linked into a collection of its own per job, laid out on a grid
-around an origin (the 3D cursor in the UI). Coordinates are the engine's: Z up, Blender units
+from an origin (the 3D cursor in the UI, moved along +X past whatever already stands there). Coordinates are the engine's: Z up, Blender units
 (assets span about [-1, 1]^3), which is Blender's own frame, so no axis conversion happens here.
 
 Everything here must run on Blender's main thread (it creates datablocks).
@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 
 import bpy
 import numpy as np
+from mathutils import Vector
 
 from ..engine.geometry.blender_mesh import COLOR_SPACES, new_mesh
 
@@ -148,6 +149,47 @@ def grid_positions(count: int, spacing: float, origin: Sequence[float] = (0.0, 0
     return [(ox + (i % cols) * spacing, oy - (i // cols) * spacing, oz) for i in range(count)]
 
 
+# Object types whose bounding box a new grid keeps clear of (cameras, lights and empties do not block).
+_SOLID_TYPES = {'MESH', 'CURVE', 'SURFACE', 'FONT', 'META', 'VOLUME', 'POINTCLOUD', 'CURVES', 'GREASEPENCIL'}
+
+
+def clear_origin(origin: Sequence[float], count: int, spacing: float,
+                 boxes: Iterable[tuple[float, float, float, float]]) -> tuple[float, float, float]:
+    """The grid origin nearest ``origin`` along +X whose footprint overlaps none of ``boxes``.
+
+    The footprint is the grid of :func:`grid_positions` with half a spacing around each position
+    (assets span about one unit either side). ``boxes`` are world XY rectangles
+    ``(xmin, ymin, xmax, ymax)`` of what stands in the scene. Only X moves: a user who put the cursor
+    at some height or row keeps it, and jobs line up left to right in the order they finish.
+    """
+    ox, oy, oz = (float(v) for v in origin)
+    if count <= 0:
+        return ox, oy, oz
+    cols = max(1, math.ceil(math.sqrt(count)))
+    rows = math.ceil(count / cols)
+    half = spacing / 2
+    boxes = list(boxes)
+    for _ in range(len(boxes) + 1):  # each pass clears at least one box for good
+        x0, x1 = ox - half, ox + (cols - 1) * spacing + half
+        y0, y1 = oy - (rows - 1) * spacing - half, oy + half
+        hit = [b for b in boxes if b[0] < x1 and b[2] > x0 and b[1] < y1 and b[3] > y0]
+        if not hit:
+            break
+        ox = max(b[2] for b in hit) + half + 1e-3
+    return ox, oy, oz
+
+
+def scene_boxes(scene: bpy.types.Scene) -> list[tuple[float, float, float, float]]:
+    """World XY bounding rectangles of the solid objects in ``scene`` (hidden ones too: they come back)."""
+    boxes = []
+    for obj in scene.objects:
+        if obj.type not in _SOLID_TYPES:
+            continue
+        corners = np.array([tuple(obj.matrix_world @ Vector(c)) for c in obj.bound_box])
+        boxes.append((corners[:, 0].min(), corners[:, 1].min(), corners[:, 0].max(), corners[:, 1].max()))
+    return boxes
+
+
 @dataclass
 class AssetSpec:
     """What the worker reports for one generated asset (see docs/worker_protocol.md)."""
@@ -178,7 +220,12 @@ class AssetImporter:
     """
 
     def __init__(self, scene, assets: list[AssetSpec], collection_name: str, spacing: float = 2.5,
-                 origin: Sequence[float] = (0.0, 0.0, 0.0), color_space: str | None = None, adapter: str = ""):
+                 origin: Sequence[float] = (0.0, 0.0, 0.0), color_space: str | None = None, adapter: str = "",
+                 keep_clear: bool = False):
+        # keep_clear: move the grid along +X past what stands in the scene when the first asset
+        # arrives (not when the job starts: jobs that finish meanwhile take their place first).
+        self.keep_clear = keep_clear
+        self.spacing = spacing
         self.scene_name = scene if isinstance(scene, str) else scene.name
         self.assets = list(assets)
         self.collection_name = collection_name  # asked for; Blender may add ".001"
@@ -217,6 +264,9 @@ class AssetImporter:
         arrays = load_npz(spec.mesh_path, self.color_space)  # read before creating anything
         scene = self.scene
         if self._collection is None:
+            if self.keep_clear:
+                origin = clear_origin(self._positions[0], len(self.assets), self.spacing, scene_boxes(scene))
+                self._positions = grid_positions(len(self.assets), self.spacing, origin)
             coll = new_collection(scene, self.collection_name)
             self._collection = coll.name
         else:

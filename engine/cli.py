@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from .data.grammar import PromptError, parse_prompt, vocabulary_text
+from .names import METHODS, RENDERERS, SCHEDULERS
 from .params import MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int
 
 # No colour words: the base model picks colours, and the demo's palette reward visibly tilts them.
@@ -49,7 +50,7 @@ def _positive_int(text: str) -> int:
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive_int, default=20, help="sampling steps (default 20)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
-    p.add_argument("--scheduler", choices=("ddim", "ddpm", "dpmsolver-sde"), default="ddim")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
     p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1 = fully stochastic)")
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--device", default="cpu")
@@ -91,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--reward", required=True, help="a reward name or a weighted sum, e.g. '0.5*dnc + palette'")
     al.add_argument("--option", action="append", default=[], metavar="REWARD.OPTION=VALUE",
                     help="reward option, repeatable (e.g. palette.palette=#ff8800); see `rewards`")
-    al.add_argument("--method", choices=("nabla", "ddpo", "refl", "draft"), default="nabla")
+    al.add_argument("--method", choices=METHODS, default="nabla")
+    al.add_argument("--renderer", choices=RENDERERS, default="volume",
+                    help="what renders samples for the reward: the differentiable volume renderer, or Blender "
+                         "Cycles on extracted meshes (needs the bpy module; ddpo only: Cycles gives no gradients)")
+    al.add_argument("--cycles-samples", type=_positive_int, default=16, help="Cycles samples per pixel (--renderer cycles)")
     al.add_argument("--steps", type=_positive_int, default=30, help="sampling rounds (default 30)")
     al.add_argument("--out", required=True, type=Path)
     al.add_argument("--prompt", action="append", help="training prompt, repeatable (default: 4 prompts)")
@@ -317,6 +322,7 @@ def cmd_align(args) -> int:
               "steps": args.steps, "eval_seeds": args.eval_seeds, "seed": args.seed, "device": args.device,
               "resume": not args.no_resume, "beta": args.beta, "trust_region": args.trust_region, "lr": args.lr,
               "lora_rank": args.rank, "trajectories": args.trajectories,
+              "renderer": args.renderer, "cycles_samples": args.cycles_samples,
               "extra": {"orbit": {"views": args.views, "random_azimuth": True, "elevation_jitter": 5.0},
                         "render": {"resolution": args.resolution, "samples": args.resolution},
                         "sampler": {"steps": args.sampling_steps}}}

@@ -4,7 +4,7 @@
 import bpy
 from bpy.props import BoolProperty
 
-from ..blender import engine_python, thumbnails
+from ..blender import cache, engine_python, paths, thumbnails
 from ..blender.jobs import MANAGER
 from ..preferences import get_preferences
 
@@ -67,7 +67,7 @@ class NABLA_R2D3_OT_check_engine(bpy.types.Operator):
     """Check that the engine Python can run the engine (torch importable)"""
 
     bl_idname = "nabla_r2d3.check_engine"
-    bl_label = "Check Engine Python"
+    bl_label = engine_python.CHECK_BUTTON
     bl_options = {'REGISTER'}
 
     def execute(self, context):
@@ -95,4 +95,25 @@ class NABLA_R2D3_OT_clear_previews(bpy.types.Operator):
         return {'FINISHED'}
 
 
-classes = (NABLA_R2D3_OT_cancel_job, NABLA_R2D3_OT_watch_jobs, NABLA_R2D3_OT_check_engine, NABLA_R2D3_OT_clear_previews)
+class NABLA_R2D3_OT_clear_cache(bpy.types.Operator):
+    """Remove the cached job folders (meshes, GLBs, previews, logs) that nothing uses any more: not
+    those of running jobs, of GLBs that objects in this file name, or of the panels' previews"""
+
+    bl_idname = "nabla_r2d3.clear_cache"
+    bl_label = "Clear Cache"
+    bl_options = {'REGISTER'}
+
+    def execute(self, context):
+        root = paths.cache_dir(get_preferences(context), create=False) / cache.JOBS
+        try:
+            result = cache.clear(root, cache.folders_in_use(root))
+        except OSError as exc:
+            self.report({'ERROR'}, f"Could not clear the cache {root}: {exc}")
+            return {'CANCELLED'}
+        kept = f"; kept {result.kept_in_use} in use ({result.remaining_bytes / 1e6:.1f} MB)" if result.kept_in_use else ""
+        self.report({'INFO'}, f"Removed {len(result.removed)} job folder(s), {result.freed_bytes / 1e6:.1f} MB{kept}")
+        return {'FINISHED'}
+
+
+classes = (NABLA_R2D3_OT_cancel_job, NABLA_R2D3_OT_watch_jobs, NABLA_R2D3_OT_check_engine, NABLA_R2D3_OT_clear_previews,
+           NABLA_R2D3_OT_clear_cache)

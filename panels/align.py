@@ -2,6 +2,7 @@
 """Align panel: the reward (palette colours or a reference image of this file) and training settings."""
 import bpy
 
+from ..engine.names import GRADIENT_FREE_METHODS
 from .base import SidebarPanel, settings
 
 
@@ -36,6 +37,8 @@ class VIEW3D_PT_nabla_r2d3_align(SidebarPanel, bpy.types.Panel):
         col = layout.column()
         col.prop(s, "method")
         col.prop(s, "renderer")
+        if s.renderer == "cycles" and s.method not in GRADIENT_FREE_METHODS:
+            col.label(text="Cycles gives no gradients: use DDPO", icon='ERROR')
         col.prop(s, "beta")
         col.prop(s, "align_steps")
         col.prop(s, "learning_rate")

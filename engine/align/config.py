@@ -9,7 +9,7 @@ from ..render.cameras import OrbitConfig
 from ..render.volume import VolumeRenderConfig
 from ..sampling.sampler import SamplerConfig
 
-METHODS = ("nabla", "ddpo", "refl", "draft")
+from ..names import METHODS
 REWARD_WEIGHTINGS = ("sqrt", "squared", "none")
 
 

@@ -31,9 +31,10 @@ from ..render.cameras import OrbitConfig, orbit_cameras
 from ..render.volume import VolumeRenderConfig
 from ..rewards.registry import parse_reward_expression
 from ..sampling.sampler import SamplerConfig, sample
+from ..names import GRADIENT_FREE_METHODS, RENDERERS
 from .config import AlignConfig
 from .lora import lora_disabled
-from .objective import RenderedReward
+from .objective import CyclesRenderedReward, RenderedReward
 from .trainer import CHECKPOINT, Aligner, StepRecord, world
 
 # Reward scales for the embedded model with the score-unit loss, whose fit is driven by the late
@@ -71,6 +72,8 @@ class AlignJob:
     device: str = "cpu"
     resume: bool = True
     preview_every: int = 5  # rounds between preview meshes/thumbnails of the current model (0: none)
+    renderer: str = "volume"  # RENDERERS: "cycles" renders meshes with Blender (DDPO only)
+    cycles_samples: int = 16  # Cycles samples per pixel (renderer "cycles")
     extra: dict = field(default_factory=dict)  # any other AlignConfig field
 
     def __post_init__(self) -> None:
@@ -96,6 +99,13 @@ class AlignJob:
         self.device = check_device(self.device)
         self.resume = check_bool("resume", self.resume)
         self.preview_every = check_int("preview_every", self.preview_every, 0)
+        self.renderer = check_str("renderer", self.renderer)
+        if self.renderer not in RENDERERS:
+            raise BadInput(f"unknown renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}")
+        if self.renderer == "cycles" and self.method not in GRADIENT_FREE_METHODS:
+            raise BadInput(f"method {self.method} needs the reward's gradient, and Cycles renders have none: "
+                           f"use the volume renderer, or method {' / '.join(GRADIENT_FREE_METHODS)} with Cycles")
+        self.cycles_samples = check_int("cycles_samples", self.cycles_samples, 1, 4096)
         self.extra = check_fields("extra", self.extra, AlignConfig)
 
     @classmethod
@@ -226,6 +236,13 @@ def reward_curve(log: list[dict], before: torch.Tensor, after: torch.Tensor | No
     return line_plot(series, title=title, xlabel="round", ylabel="reward", bands={"training batches (mean)": band})
 
 
+def make_objective(job: AlignJob, config: AlignConfig, model, reward) -> RenderedReward:
+    """The reward of clean latents for ``job``'s renderer (a ValueError names what cannot work)."""
+    if job.renderer == "cycles":
+        return CyclesRenderedReward(model, reward, config.orbit, config.render, config.image_noise, job.cycles_samples)
+    return RenderedReward(model, reward, config.orbit, config.render, config.image_noise)
+
+
 def run_alignment(params: dict, progress: Callable[[float, str], None] | None = None,
                   should_cancel: Callable[[], bool] | None = None,
                   preview: Callable[[str, str], None] | None = None, model=None) -> dict:
@@ -244,13 +261,15 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     model = model if model is not None else load_model("embedded", device=job.device)
     for p in job.prompts:
         model.encode_prompts([p])
-    objective = RenderedReward(model, reward, config.orbit, config.render, config.image_noise)
+    objective = make_objective(job, config, model, reward)
     say = progress or (lambda f, m: None)
     t_start = time.perf_counter()
     writer = world()[0] == 0  # under torchrun only rank 0 writes files; every rank trains
 
-    aligner = _FiniteAligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume,
-                             identity={"reward": job.reward, "reward_options": job.reward_options})
+    identity = {"reward": job.reward, "reward_options": job.reward_options}
+    if job.renderer != "volume":  # left out for the volume renderer: runs from before the choice resume
+        identity.update(renderer=job.renderer, cycles_samples=job.cycles_samples)
+    aligner = _FiniteAligner(model, objective, job.prompts, config, out_dir=out, resume=job.resume, identity=identity)
     sampler = config.sampler.for_model(model)
     eval_prompts = [p for p in job.prompts for _ in range(job.eval_seeds)]
     eval_seeds = [EVAL_SEED_BASE + i for _ in job.prompts for i in range(job.eval_seeds)]
@@ -290,6 +309,7 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
         "model": model.name,
         "reward": job.reward,
         "method": config.method,
+        "renderer": job.renderer,
         "rounds": len(log),
         "prompts": job.prompts,
         "eval_seeds": eval_seeds,

@@ -78,6 +78,47 @@ class RenderedReward:
             return self.reward(out, prompts)
 
 
+class CyclesRenderedReward(RenderedReward):
+    """decode -> mesh -> Blender Cycles from the same orbit cameras -> 2D reward. No gradients.
+
+    For DDPO, which needs rewards only: each sample's mesh (``model.latents_to_meshes``) is rendered
+    by :func:`engine.render.cycles.render_meshes_cycles` at ``render_config.resolution`` with
+    ``cycles_samples`` samples per pixel. Cycles gives colour, coverage and (rendered as a second,
+    unlit pass) albedo, not depth or normals: a reward that reads those is refused here.
+    """
+
+    CHANNELS = frozenset({"rgb", "alpha", "albedo"})
+
+    def __init__(self, model, reward: Reward, orbit: OrbitConfig = OrbitConfig(), render_config: VolumeRenderConfig = VolumeRenderConfig(),
+                 image_noise: float = 2e-3, cycles_samples: int = 16):
+        missing = sorted(set(reward.channels) - self.CHANNELS)
+        if missing:
+            raise ValueError(f"the {reward.name} reward reads {' and '.join(missing)}, which Cycles renders do not give "
+                             "here; use the volume renderer for it")
+        if not callable(getattr(model, "latents_to_meshes", None)):
+            raise ValueError(f"model {getattr(model, 'name', model)!r} cannot make meshes (latents_to_meshes) for Cycles")
+        super().__init__(model, reward, orbit, render_config, image_noise)
+        self.differentiable = False
+        self.cycles_samples = cycles_samples
+
+    def render(self, latents: torch.Tensor, views, detail: float = 1.0) -> RenderOutput:
+        from ..render.cycles import CyclesConfig, render_meshes_cycles  # needs bpy: only when asked for
+
+        resolution = max(8, round(self.render_config.resolution * detail))
+        config = CyclesConfig(resolution=resolution, samples=self.cycles_samples, albedo="albedo" in self.reward.channels,
+                              background=self.render_config.background, threads=torch.get_num_threads())
+        with torch.no_grad():
+            meshes = self.model.latents_to_meshes(latents.detach().float())
+        out = render_meshes_cycles(meshes, views, config)
+        rgb = torch.from_numpy(out.rgb)
+        albedo = torch.from_numpy(out.albedo) if out.albedo is not None else torch.zeros_like(rgb)
+        # depth and normal are never read (refused above); NaN makes any slip loud.
+        nan = torch.full((*rgb.shape[:2], 1, resolution, resolution), float("nan"))
+        device = latents.device
+        return RenderOutput(rgb=rgb.to(device), albedo=albedo.to(device), alpha=torch.from_numpy(out.alpha).to(device),
+                            depth=nan.to(device), normal=nan.expand(-1, -1, 3, -1, -1).to(device), cameras=views)
+
+
 class LinearReward:
     """R(x) = direction . x on the latent itself (the Gaussian toy)."""
 

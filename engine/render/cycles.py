@@ -86,15 +86,21 @@ class CyclesConfig:
     denoise: bool = False
     device: str = "CPU"  # "CPU" or "GPU" (the first of OptiX/CUDA/HIP/Metal/oneAPI that has a device)
     threads: int = 0  # 0 = Blender's automatic thread count
+    # Also render the unshaded vertex colour (the volume renderer's ``albedo``, which colour rewards
+    # read): a second pass per view with an emission material at :data:`ALBEDO_SAMPLES` samples.
+    albedo: bool = False
 
 
 @dataclass
 class CyclesOutput:
-    """``rgb`` (B, V, 3, R, R) float32 sRGB in [0, 1]; ``alpha`` (B, V, 1, R, R) float32 in [0, 1]."""
+    """``rgb`` (B, V, 3, R, R) float32 sRGB in [0, 1]; ``alpha`` (B, V, 1, R, R) float32 in [0, 1];
+    ``albedo`` (B, V, 3, R, R) unshaded sRGB premultiplied by alpha (as the volume renderer's), or
+    None unless asked for."""
 
     rgb: np.ndarray
     alpha: np.ndarray
     cameras: Cameras
+    albedo: np.ndarray | None = None
 
 
 def _import_bpy():
@@ -120,8 +126,9 @@ def render_meshes_cycles(meshes: Sequence, cameras: Cameras, config: CyclesConfi
     rgb = np.empty((len(meshes), n_views, 3, res, res), dtype=np.float32)
     alpha = np.full((len(meshes), n_views, 1, res, res), 0.0 if config.transparent else 1.0, dtype=np.float32)
     rgb[:] = bg
+    albedo = np.zeros_like(rgb) if config.albedo else None
     if not any(not m.is_empty for m in meshes) or n_views == 0:
-        return CyclesOutput(rgb, alpha, cameras)
+        return CyclesOutput(rgb, alpha, cameras, albedo)
 
     c2w = camera_to_world(cameras).detach().cpu().double().numpy()
     fov = np.radians(cameras.fov.detach().cpu().double().numpy())
@@ -131,6 +138,7 @@ def render_meshes_cycles(meshes: Sequence, cameras: Cameras, config: CyclesConfi
     try:
         scene, camera, sun = _build_scene(bpy, config, created)
         material = _build_material(bpy, created)
+        flat = _build_material(bpy, created, emission=True) if config.albedo else None
         out_path = os.path.join(tmpdir, "view.png")
         scene.render.filepath = out_path
         for b, mesh in enumerate(meshes):
@@ -152,6 +160,8 @@ def render_meshes_cycles(meshes: Sequence, cameras: Cameras, config: CyclesConfi
                         alpha[b, v] = a
                     else:
                         rgb[b, v] = img[:3]
+                    if flat is not None:
+                        albedo[b, v] = _render_albedo(bpy, scene, obj, material, flat, config, out_path)
             finally:
                 _remove(bpy, per_mesh)
     finally:
@@ -160,7 +170,30 @@ def render_meshes_cycles(meshes: Sequence, cameras: Cameras, config: CyclesConfi
             if img.as_pointer() not in images_before:
                 bpy.data.images.remove(img)
         shutil.rmtree(tmpdir, ignore_errors=True)
-    return CyclesOutput(rgb, alpha, cameras)
+    return CyclesOutput(rgb, alpha, cameras, albedo)
+
+
+# The emission pass has no noise to average away: more samples only smooth the silhouette's edge.
+ALBEDO_SAMPLES = 4
+
+
+def _render_albedo(bpy, scene, obj, shaded, flat, config: CyclesConfig, out_path: str) -> np.ndarray:
+    """(3, R, R) unshaded colour of ``obj`` from the scene's camera, premultiplied by coverage.
+
+    An emission material of strength 1 under the "Standard" view transform shows each surface's
+    stored sRGB colour exactly, whatever the lights; the film is transparent for this pass so the
+    coverage comes with it.
+    """
+    saved = (scene.cycles.samples, scene.render.film_transparent)
+    obj.data.materials[0] = flat
+    scene.cycles.samples, scene.render.film_transparent = ALBEDO_SAMPLES, True
+    try:
+        _render(bpy, scene)
+        img = _read_png(out_path, config.resolution)
+    finally:
+        obj.data.materials[0] = shaded
+        scene.cycles.samples, scene.render.film_transparent = saved
+    return img[:3] * img[3:4]
 
 
 # --- scene construction ---------------------------------------------------------------------------
@@ -263,19 +296,26 @@ def _world_nodes(world, config: CyclesConfig) -> None:
     links.new(mix.outputs["Shader"], out.inputs["Surface"])
 
 
-def _build_material(bpy, created: list):
-    mat = bpy.data.materials.new(_NAME)
+def _build_material(bpy, created: list, emission: bool = False):
+    """The vertex-colour material: a Principled BSDF, or with ``emission`` an unlit Emission."""
+    mat = bpy.data.materials.new(_NAME + ("_albedo" if emission else ""))
     created.append(mat)
     tree = _node_tree(mat)
     nodes, links = tree.nodes, tree.links
     nodes.clear()
     attr = nodes.new("ShaderNodeVertexColor")  # the "Color Attribute" node
     attr.layer_name = _ATTRIBUTE
-    bsdf = nodes.new("ShaderNodeBsdfPrincipled")
-    bsdf.inputs["Roughness"].default_value = ROUGHNESS
     out = nodes.new("ShaderNodeOutputMaterial")
-    links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
-    links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    if emission:
+        shader = nodes.new("ShaderNodeEmission")
+        shader.inputs["Strength"].default_value = 1.0
+        links.new(attr.outputs["Color"], shader.inputs["Color"])
+        links.new(shader.outputs["Emission"], out.inputs["Surface"])
+    else:
+        shader = nodes.new("ShaderNodeBsdfPrincipled")
+        shader.inputs["Roughness"].default_value = ROUGHNESS
+        links.new(attr.outputs["Color"], shader.inputs["Base Color"])
+        links.new(shader.outputs["BSDF"], out.inputs["Surface"])
     return mat
 
 

@@ -14,6 +14,8 @@ class PaletteReward(Reward):
     (temperature ``softness``) so every palette entry receives gradient. Range: [-sqrt(3), 0].
     """
 
+    channels = frozenset({"albedo", "alpha"})
+
     name = "palette"
 
     def __init__(self, palette: list[tuple[float, float, float]], softness: float = 0.05, alpha_threshold: float = 0.5):
@@ -151,6 +153,7 @@ class ReferenceImageReward(Reward):
     """
 
     name = "reference"
+    channels = frozenset({"albedo", "alpha"})
 
     def __init__(self, image, bins: int = 8, softness: float = 1.0):
         if not isinstance(bins, int) or bins < 2:

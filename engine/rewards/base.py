@@ -13,6 +13,9 @@ class Reward(ABC):
 
     name: str = "reward"
     differentiable: bool = True
+    # The RenderOutput channels score_views reads: a renderer that cannot make one (Cycles gives no
+    # depth or normals here) refuses the reward up front instead of feeding it placeholders.
+    channels: frozenset[str] = frozenset({"rgb", "alpha"})
 
     @abstractmethod
     def score_views(self, renders: RenderOutput, prompts: list[str]) -> torch.Tensor:
@@ -35,6 +38,7 @@ class WeightedSum(Reward):
         self.parts = parts
         self.name = " + ".join(f"{w:g}*{r.name}" for w, r in parts)
         self.differentiable = all(r.differentiable for _, r in parts)
+        self.channels = frozenset().union(*(r.channels for _, r in parts))
 
     def score_views(self, renders: RenderOutput, prompts: list[str]) -> torch.Tensor:
         return sum(w * r.score_views(renders, prompts) for w, r in self.parts)

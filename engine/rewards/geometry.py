@@ -20,6 +20,7 @@ from .base import Reward
 
 class DepthNormalConsistency(Reward):
     name = "dnc"
+    channels = frozenset({"depth", "normal", "alpha"})
 
     def __init__(self, alpha_threshold: float = 0.5, detach_depth: bool = False):
         if not 0.0 <= alpha_threshold < 1.0:

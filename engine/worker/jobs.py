@@ -29,10 +29,10 @@ from ..params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_
                       check_float, check_int, check_keys, check_str)
 from ..sampling.sampler import Cancelled, SamplerConfig
 from . import protocol
+from ..names import SCHEDULERS
 from .protocol import BadInput
 
 TEST_JOBS_ENV = "ENGINE_WORKER_TEST_JOBS"  # "1" registers the test-only job kinds (``_crash``, ``_stuck``)
-SCHEDULERS = ("ddim", "ddpm", "dpmsolver-sde")
 
 
 class JobContext:

@@ -69,7 +69,7 @@ def test_reference_image_saved_or_used_from_disk(align, s, prefs, tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("empty_palette", "Add at least one palette colour"),
     ("no_reference", "Pick a reference image"),
-    ("cycles_renderer", "volume renderer only"),
+    ("cycles_renderer", "needs the reward's gradient and Cycles renders have none"),
 ])
 def test_settings_that_cannot_make_a_job(align, s, prefs, tmp_path, case, message):
     s.reward = {"empty_palette": "palette", "no_reference": "reference", "cycles_renderer": "dnc"}[case]
@@ -77,6 +77,16 @@ def test_settings_that_cannot_make_a_job(align, s, prefs, tmp_path, case, messag
         s.renderer = "cycles"
     with pytest.raises(align.JobSetupError, match=message):
         align.align_params(s, prefs, tmp_path)
+
+
+def test_cycles_renderer_makes_a_ddpo_job(align, s, prefs, tmp_path):
+    s.reward, s.method, s.renderer = "dnc", "ddpo", "cycles"
+    try:
+        params = align.align_params(s, prefs, tmp_path)
+    finally:
+        s.property_unset("method")
+        s.property_unset("renderer")
+    assert (params["method"], params["renderer"]) == ("ddpo", "cycles")
 
 
 def test_align_operator_reports_bad_settings_and_leaves_no_job_folder(s, prefs):

@@ -274,3 +274,34 @@ def test_without_keep_engine_loaded_the_worker_exits_when_idle(gen, prefs, monke
         assert len(_nabla_objects()) == 1
     finally:
         prefs.property_unset("keep_engine_loaded")
+
+
+def _fake_venv(root: Path) -> Path:
+    """A venv over this interpreter's base Python, with an empty site-packages: no torch."""
+    base = os.path.realpath(sys.executable)
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "python").symlink_to(base)
+    (root / "pyvenv.cfg").write_text(f"home = {os.path.dirname(base)}\ninclude-system-site-packages = false\n")
+    site = root / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    site.mkdir(parents=True)
+    return site
+
+
+def test_engine_python_check_follows_the_venv_not_its_base_interpreter(gen, prefs, tmp_path, monkeypatch):
+    engine_python = gen.blender.engine_python
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the worker's PYTHONPATH would hide the venv's own
+    with_torch, without = _fake_venv(tmp_path / "a"), _fake_venv(tmp_path / "b")
+    ours = next(p for p in sys.path if p.endswith("site-packages") and (Path(p) / "torch").is_dir())
+    (with_torch / "ours.pth").write_text(ours + "\n")
+
+    prefs.engine_python = str(tmp_path / "a" / "bin" / "python")
+    assert engine_python.resolve(prefs) == prefs.engine_python
+    # Same base interpreter file, another environment: its own check, not venv a's cached success.
+    prefs.engine_python = str(tmp_path / "b" / "bin" / "python")
+    with pytest.raises(engine_python.EnginePythonError, match="cannot import torch.*press Check Engine Python"):
+        engine_python.resolve(prefs)
+    assert engine_python.status_icon(prefs) == "ERROR"
+    # The user installs torch into venv b: the next job start sees it without pressing anything.
+    (without / "ours.pth").write_text(ours + "\n")
+    assert engine_python.resolve(prefs) == prefs.engine_python
+    assert engine_python.status_icon(prefs) == "CHECKMARK"

@@ -106,3 +106,16 @@ def test_addon_import_and_register_do_not_import_torch(loader_source):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+
+
+def test_menus_offer_exactly_the_engine_names(registered):
+    """One source for names: the panels' enums are engine/names.py's, as the CLI's choices are."""
+    from engine import names
+    from engine.cli import build_parser
+
+    props = bpy.types.Scene.bl_rna.properties["nabla_r2d3"].fixed_type.properties
+    for prop, expected in (("method", names.METHODS), ("renderer", names.RENDERERS), ("scheduler", names.SCHEDULERS)):
+        assert tuple(item.identifier for item in props[prop].enum_items) == expected, prop
+    align = build_parser()._subparsers._group_actions[0].choices["align"]
+    choices = {a.dest: tuple(a.choices) for a in align._actions if a.choices}
+    assert (choices["method"], choices["renderer"]) == (names.METHODS, names.RENDERERS)

@@ -163,3 +163,37 @@ def test_an_undo_between_two_import_steps_stops_the_import_safely(si, tmp_path):
         importer.import_next()
     importer.discard()
     assert {o.name for o in bpy.data.objects} == before
+
+
+def test_each_job_grid_keeps_clear_of_what_is_already_in_the_scene(si, tmp_path):
+    v, f, c = _tetra(offset=-0.5)
+    path = _write(tmp_path / "a.npz", v, f, c)
+    scene = bpy.context.scene
+    cube = bpy.data.objects.new("Cube", bpy.data.meshes.new("Cube"))
+    cube.data.from_pydata([(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], [], [])
+    scene.collection.objects.link(cube)
+    bpy.context.view_layer.update()
+    specs = [si.AssetSpec("p", s, path) for s in range(4)]
+    footprints = [(-1.0, -1.0, 1.0, 1.0)]
+    for job in range(2):  # both started at the cursor (origin), as two Generate clicks would be
+        importer = si.AssetImporter(scene.name, specs, f"Nabla-R2D3 job {job}", 2.5, (0.0, 0.0, 0.0), keep_clear=True)
+        objects = importer.import_all()
+        bpy.context.view_layer.update()
+        xs = [o.location.x for o in objects]
+        ys = sorted({round(o.location.y, 4) for o in objects})
+        assert ys == [-2.5, 0.0] and len(set(round(x, 4) for x in xs)) == 2  # still a 2 x 2 grid, rows kept
+        box = si.scene_boxes(scene)[-4:]
+        mine = (min(b[0] for b in box), min(b[1] for b in box), max(b[2] for b in box), max(b[3] for b in box))
+        for other in footprints:  # no overlap with the cube or an earlier job
+            assert mine[0] >= other[2] or mine[2] <= other[0] or mine[1] >= other[3] or mine[3] <= other[1]
+        footprints.append(mine)
+    # Without keep_clear (scripts that place assets themselves) the origin is used as given.
+    importer = si.import_assets(scene, specs[:1], "Nabla-R2D3 exact", origin=(0.0, 0.0, 0.0))
+    assert tuple(importer.objects[0].location) == (0.0, 0.0, 0.0)
+
+
+def test_clear_origin_moves_along_x_only_and_only_when_needed(si):
+    assert si.clear_origin((1.0, 2.0, 3.0), 4, 2.5, []) == (1.0, 2.0, 3.0)
+    assert si.clear_origin((0.0, 0.0, 0.0), 4, 2.5, [(10.0, -1.0, 12.0, 1.0)]) == (0.0, 0.0, 0.0)  # beside, not on
+    x, y, z = si.clear_origin((0.0, 5.0, 1.0), 1, 2.0, [(-1.0, 4.0, 3.0, 6.0), (3.5, 4.5, 4.0, 5.5)])
+    assert (y, z) == (5.0, 1.0) and x == pytest.approx(4.0 + 1.0 + 1e-3)  # past both: the second blocks too

@@ -155,3 +155,22 @@ def test_missing_bpy_raises_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "bpy", None)  # makes `import bpy` raise ImportError
     with pytest.raises(CyclesUnavailable, match="bpy"):
         render_meshes_cycles([coloured_sphere((1, 0, 0))], make_cameras([0.0], [0.0]), CyclesConfig(resolution=8))
+
+
+def test_albedo_pass_is_the_unshaded_vertex_colour_premultiplied():
+    colour = (0.85, 0.4, 0.1)
+    cams = make_cameras([45.0, 200.0], [20.0, -10.0])
+    out = render_meshes_cycles([coloured_sphere(colour)], cams, CyclesConfig(resolution=48, samples=8, albedo=True))
+    assert out.albedo.shape == out.rgb.shape
+    for v in range(2):
+        cover = out.alpha[0, v, 0] > 0.99
+        # inside the silhouette (its edge pixels are sampled apart in the two passes)
+        fg = cover & np.roll(cover, 1, 0) & np.roll(cover, -1, 0) & np.roll(cover, 1, 1) & np.roll(cover, -1, 1)
+        # unshaded: every covered pixel shows the stored sRGB colour (8-bit PNG: within 1/255)
+        np.testing.assert_allclose(out.albedo[0, v][:, fg].T, np.tile(colour, (fg.sum(), 1)), atol=2 / 255)
+        near = out.alpha[0, v, 0] > 0
+        near = near | np.roll(near, 1, 0) | np.roll(near, -1, 0) | np.roll(near, 1, 1) | np.roll(near, -1, 1)
+        assert (out.albedo[0, v][:, ~near] == 0).all()  # premultiplied: nothing off the mesh
+        shaded = out.rgb[0, v][:, fg]
+        assert shaded.std(1).max() > 0.02  # the shaded pass does vary with the light
+    assert render_meshes_cycles([coloured_sphere(colour)], cams[:1], CYCLES).albedo is None  # only when asked

@@ -1,0 +1,28 @@
+"""The names a user picks from, in one place: the CLI, the worker, batch mode and the Blender enums
+read them here. Pure Python (no torch), so Blender's own interpreter can import it for its menus.
+
+Each entry is ``(id, label, description)``, the shape of a Blender EnumProperty item.
+"""
+from __future__ import annotations
+
+SCHEDULER_ITEMS = (
+    ("ddim", "DDIM", "DDIM with eta 1 (stochastic), the paper's sampler"),
+    ("ddpm", "DDPM", "Ancestral DDPM sampling"),
+    ("dpmsolver-sde", "SDE-DPM-Solver++", "First-order SDE-DPM-Solver++"),
+)
+METHOD_ITEMS = (
+    ("nabla", "Nabla-R2D3", "Reward gradients matched against the sampler's scores (the paper's method)"),
+    ("refl", "ReFL", "Reward through a one-step prediction from a late step (baseline)"),
+    ("draft", "DRaFT-1", "Reward backpropagated through the last sampling step (baseline)"),
+    ("ddpo", "DDPO", "Policy gradient without reward gradients (baseline)"),
+)
+RENDERER_ITEMS = (
+    ("volume", "Volume (differentiable)", "The engine's differentiable volume renderer; reward gradients flow"),
+    ("cycles", "Cycles", "Blender's Cycles on extracted meshes; no gradients (DDPO only)"),
+)
+
+SCHEDULERS = tuple(item[0] for item in SCHEDULER_ITEMS)
+METHODS = tuple(item[0] for item in METHOD_ITEMS)
+RENDERERS = tuple(item[0] for item in RENDERER_ITEMS)
+# Methods that need only reward values, never their gradient: the only ones Cycles renders can drive.
+GRADIENT_FREE_METHODS = ("ddpo",)
