@@ -68,3 +68,52 @@ def strict_json(obj, **kwargs) -> str:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     return write_bytes(path, (strict_json(obj, indent=2) + "\n").encode())
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:
+    """``tensors`` as a safetensors file, atomically and with the umask's mode.
+
+    Not ``safetensors.torch.save_file``: it creates its file with mode 0600 whatever the umask
+    (measured with safetensors 0.5 on Linux), so adapters and caches were private to their owner.
+    """
+    from safetensors.torch import save
+
+    return write_bytes(path, save(tensors, metadata=metadata))
+
+
+def make_temp_dir(parent: str | os.PathLike, name: str) -> Path:
+    """A new, empty folder ``.<name>.<random>.tmp`` in ``parent``, to fill and rename into place.
+
+    Not ``tempfile.mkdtemp``, whose 0700 would stay on the folder after the rename: ``os.mkdir``
+    with 0777 lets the kernel apply the umask, as for :func:`atomic_write`'s files.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = parent / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.mkdir(tmp, 0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no unused temporary folder name in {parent} after {_TEMP_ATTEMPTS} tries")
+
+
+def follow_umask(folder: str | os.PathLike) -> None:
+    """Give every file under ``folder`` the mode a plain ``open(path, "w")`` would (0666 less the
+    umask), for third-party writers that create theirs 0600 (``save_pretrained`` writes safetensors).
+
+    The mode is read off a probe file the kernel creates, not from ``os.umask``, which can only be
+    read by setting it (a race with other threads creating files).
+    """
+    folder = Path(folder)
+    probe = _create_temp(folder, "umask-probe")
+    try:
+        mode = os.stat(probe).st_mode & 0o777
+    finally:
+        os.remove(probe)
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, mode)

@@ -49,7 +49,7 @@ from engine.align.config import AlignConfig  # noqa: E402
 from engine.align.job import DEFAULT_BETA, DEFAULT_LR, DEFAULT_NABLA_LR, AlignJob, run_alignment  # noqa: E402
 from engine.align.lora import load_adapter, remove_lora  # noqa: E402
 from engine.data.grammar import PromptError, parse_prompt  # noqa: E402
-from engine.fileio import atomic_write, write_bytes, write_json  # noqa: E402
+from engine.fileio import write_bytes, write_json, write_safetensors  # noqa: E402
 from engine.imaging import PLOT_COLOURS, line_plot, save_png, scatter_plot  # noqa: E402
 from engine.render import render  # noqa: E402
 from engine.render.cameras import OrbitConfig, orbit_cameras  # noqa: E402
@@ -320,10 +320,8 @@ def measure(model, prompts: list[str], seeds: list[int], settings: Settings, rew
 
 
 def _save_measurement(folder: Path, m: Measurement, key: dict) -> None:
-    from safetensors.torch import save_file
-
     if m.features is not None:
-        atomic_write(folder / "features.safetensors", lambda tmp: save_file({"features": m.features.contiguous()}, tmp))
+        write_safetensors(folder / "features.safetensors", {"features": m.features.contiguous()})
     write_json(folder / "evaluation.json", {"key": key, **m.to_json()})
 
 

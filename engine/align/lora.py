@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..fileio import strict_json
+from ..fileio import follow_umask, make_temp_dir, strict_json, write_safetensors
 
 ADAPTER_NAME = "default"
 CONFIG_FILE = "adapter_config.json"
@@ -110,10 +109,11 @@ def save_adapter(model, directory: str | os.PathLike, extra: dict | None = None)
     directory = Path(directory)
     config = model.denoiser.peft_config[ADAPTER_NAME]
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = make_temp_dir(directory.parent, directory.name)
     try:
-        save_file(lora_state_dict(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model": model.name})
+        write_safetensors(tmp / WEIGHTS_FILE, lora_state_dict(model), metadata={"format": "pt", "model": model.name})
         config.save_pretrained(str(tmp))
+        follow_umask(tmp)
         info = {"model": model.name, "rank": config.r, "alpha": config.lora_alpha, **(extra or {})}
         (tmp / "nabla_adapter.json").write_text(strict_json(info, indent=2) + "\n")
         if directory.exists():

@@ -29,12 +29,12 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
+from ..fileio import follow_umask, make_temp_dir
 from .errors import RewardConfigError
 
 # Keys OpenCLIP may store that carry no weights (the causal mask is rebuilt by transformers).
@@ -160,13 +160,14 @@ def convert_open_clip_checkpoint(checkpoint: str | os.PathLike, base: str | os.P
     model = load_converted_model(state, config)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temp_dir(out.parent, out.name)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         processor = base_dir / "preprocessor_config.json"
         if processor.is_file():
             shutil.copyfile(processor, tmp / "preprocessor_config.json")
+        follow_umask(tmp)
         os.replace(tmp, out)
     finally:
         if tmp.exists():

@@ -145,13 +145,11 @@ def _run(critic: CriticNet, renders: RenderOutput | torch.Tensor) -> tuple[torch
 
 def save_critic(critic: CriticNet, path: str | os.PathLike = WEIGHTS_PATH, extra: dict | None = None) -> Path:
     """Write ``critic`` as safetensors at ``path`` and its config (plus ``extra``) as JSON beside it."""
-    from safetensors.torch import save_file
-
-    from ..fileio import atomic_write, write_json
+    from ..fileio import write_json, write_safetensors
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in critic.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp))
+    write_safetensors(path, state)
     write_json(path.with_suffix(".json"), {"config": critic.config.to_dict(), **(extra or {})})
     return path
 

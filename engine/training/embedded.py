@@ -21,10 +21,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from ..data.procedural import ShapeSpec, field_volume, near_surface_points, sample_spec
-from ..fileio import atomic_write, strict_json
+from ..fileio import atomic_write, strict_json, write_safetensors
 from ..models.embedded.model import EmbeddedConfig, EmbeddedModel
 from ..models.embedded.text import prompt_ids
 
@@ -205,7 +204,7 @@ def save_weights(model: EmbeddedModel, directory: str | os.PathLike, meta: dict)
     """Write model.safetensors then config.json, each atomically, into ``directory``."""
     directory = Path(directory)
     state = model.state_dict()
-    atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={k: str(v) for k, v in meta.items()}))
+    write_safetensors(directory / "model.safetensors", state, metadata={k: str(v) for k, v in meta.items()})
     atomic_write(directory / "config.json", lambda tmp: Path(tmp).write_text(model.config.to_json()))
 
 

@@ -76,3 +76,25 @@ def test_writer_failure_leaves_no_temp_file(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(tmp_path / "x.bin", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"])
+def test_safetensors_and_adapter_folders_follow_the_umask(tmp_path, umask, mask, mode):
+    """safetensors' save_file makes 0600 files and mkdtemp 0700 folders: a saved adapter or the
+    shipped critic was unreadable to anyone else, whatever the umask."""
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.align.lora import add_lora, save_adapter
+    from engine.fileio import write_safetensors
+    from engine.models.toy import GaussianToyModel
+
+    umask(mask)
+    path = write_safetensors(tmp_path / "w.safetensors", {"x": torch.arange(3.0)}, metadata={"k": "v"})
+    assert stat.S_IMODE(path.stat().st_mode) == mode and torch.equal(load_file(path)["x"], torch.arange(3.0))
+    model = GaussianToyModel()
+    add_lora(model, rank=2)
+    folder = save_adapter(model, tmp_path / "adapter")
+    assert stat.S_IMODE(folder.stat().st_mode) == mode | 0o111 & ~mask  # a folder: x where r
+    for f in folder.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == mode, f.name
