@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from .data.grammar import PromptError, parse_prompt, vocabulary_text
-from .names import METHODS, RENDERERS, SCHEDULERS
+from .models import prompt_rules
+from .names import METHODS, MODELS, RENDERERS, SCHEDULERS
 from .params import MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int
 
 # No colour words: the base model picks colours, and the demo's palette reward visibly tilts them.
@@ -57,10 +57,16 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
 
 
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=MODELS, default="embedded", help="which model (default: the embedded one)")
+    p.add_argument("--model-path", type=Path, help="folder of the model's weights (default: its bundled weights)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Nabla-R2D3 engine")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("vocabulary", help="print the embedded model's grammar")
+    voc = sub.add_parser("vocabulary", help="print the prompts a model takes (the embedded model's grammar)")
+    voc.add_argument("--model", choices=MODELS, default="embedded")
 
     gen = sub.add_parser("generate", help="generate assets from a prompt")
     gen.add_argument("--prompt", required=True)
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=("glb", "ply", "obj"), action="append", help="repeatable (default glb)")
     gen.add_argument("--adapter", type=Path, help="a LoRA adapter folder written by `align`")
     gen.add_argument("--adapter-weight", type=float, default=1.0, help="blend weight of the adapter (default 1)")
+    _add_model_options(gen)
     _add_sampling_options(gen)
 
     demo = sub.add_parser("demo", help="generate, align, regenerate; meshes, before/after sheet, report")
@@ -113,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     al.add_argument("--device", default="cpu")
     al.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    _add_model_options(al)
     return parser
 
 
@@ -138,7 +146,7 @@ def _setup(args):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = load_model("embedded", device=args.device)
+    model = load_model(getattr(args, "model", "embedded"), getattr(args, "model_path", None), device=args.device)
     sampler = SamplerConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, eta=args.eta).for_model(model)
     return model, sampler, time.perf_counter() - t0
 
@@ -186,7 +194,8 @@ def cmd_generate(args) -> int:
     from .fileio import write_json
     from .pipeline import generate
 
-    prompt = parse_prompt(args.prompt).text  # validate before anything is loaded or written
+    prompt_rules(args.model).validate([args.prompt])  # before anything is loaded or written
+    prompt = args.prompt
     check_int("--count", args.count, 1, MAX_COUNT)
     check_float("--adapter-weight", args.adapter_weight, 0.0, MAX_ADAPTER_WEIGHT)
     _check_sampling(args)
@@ -235,8 +244,7 @@ def cmd_demo(args) -> int:
     from .rewards.registry import build_reward_expression, parse_option_assignments
 
     prompt_list = args.prompt or list(DEMO_PROMPTS)
-    for p in prompt_list:
-        parse_prompt(p)
+    prompt_rules("embedded").validate(prompt_list)  # the demo runs the embedded model
     align_options = parse_option_assignments(args.align_option if args.align_option is not None else ["palette.palette=#ff8800"])
     if args.align_steps < 0:
         raise ValueError("--align-steps must be >= 0")
@@ -312,8 +320,7 @@ def cmd_align(args) -> int:
     from .rewards.registry import build_reward_expression, parse_option_assignments
 
     prompts = args.prompt or None
-    for p in prompts or []:
-        parse_prompt(p)
+    prompt_rules(args.model).validate(prompts or [])
     options = parse_option_assignments(args.option)
     build_reward_expression(args.reward, options)  # bad reward or option: exit 2 before any work
     if args.threads > 0:
@@ -323,6 +330,7 @@ def cmd_align(args) -> int:
               "resume": not args.no_resume, "beta": args.beta, "trust_region": args.trust_region, "lr": args.lr,
               "lora_rank": args.rank, "trajectories": args.trajectories,
               "renderer": args.renderer, "cycles_samples": args.cycles_samples,
+              "model": args.model, "model_path": None if args.model_path is None else str(args.model_path.expanduser().resolve()),
               "extra": {"orbit": {"views": args.views, "random_azimuth": True, "elevation_jitter": 5.0},
                         "render": {"resolution": args.resolution, "samples": args.resolution},
                         "sampler": {"steps": args.sampling_steps}}}
@@ -347,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "vocabulary":
-            print(vocabulary_text())
+            print(prompt_rules(args.model).vocabulary() or f"{args.model} takes open text: any description")
             return 0
         if args.command == "rewards":
             from .rewards.registry import format_reward_list
@@ -359,9 +367,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "align":
             return cmd_align(args)
         return cmd_demo(args)
-    except PromptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,11 @@ RENDERER_ITEMS = (
     ("cycles", "Cycles", "Blender's Cycles on extracted meshes; no gradients (DDPO only)"),
 )
 
+MODEL_ITEMS = (
+    ("embedded", "Embedded", "The small model shipped inside the extension: offline, CPU friendly"),
+)
+
+MODELS = tuple(item[0] for item in MODEL_ITEMS)
 SCHEDULERS = tuple(item[0] for item in SCHEDULER_ITEMS)
 METHODS = tuple(item[0] for item in METHOD_ITEMS)
 RENDERERS = tuple(item[0] for item in RENDERER_ITEMS)

@@ -31,7 +31,8 @@ from ..render.cameras import OrbitConfig, orbit_cameras
 from ..render.volume import VolumeRenderConfig
 from ..rewards.registry import parse_reward_expression
 from ..sampling.sampler import SamplerConfig, sample
-from ..names import GRADIENT_FREE_METHODS, RENDERERS
+from ..models import prompt_rules
+from ..names import GRADIENT_FREE_METHODS, MODELS, RENDERERS
 from .config import AlignConfig
 from .lora import lora_disabled
 from .objective import CyclesRenderedReward, RenderedReward
@@ -72,6 +73,8 @@ class AlignJob:
     device: str = "cpu"
     resume: bool = True
     preview_every: int = 5  # rounds between preview meshes/thumbnails of the current model (0: none)
+    model: str = "embedded"  # a name of the model registry (engine/models/__init__.py)
+    model_path: str | None = None  # folder of its weights; None: the bundled ones
     renderer: str = "volume"  # RENDERERS: "cycles" renders meshes with Blender (DDPO only)
     cycles_samples: int = 16  # Cycles samples per pixel (renderer "cycles")
     extra: dict = field(default_factory=dict)  # any other AlignConfig field
@@ -89,6 +92,11 @@ class AlignJob:
         if not isinstance(self.prompts, (list, tuple)) or not self.prompts:
             raise BadInput(f"prompts must be a non-empty list of prompts, got {self.prompts!r}")
         self.prompts = [check_str("prompts[]", p) for p in self.prompts]
+        self.model = check_str("model", self.model)
+        if self.model not in MODELS:
+            raise BadInput(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        self.model_path = check_str("model_path", self.model_path, nullable=True)
+        prompt_rules(self.model).validate(self.prompts)  # PromptError (a ValueError) names the bad word
         self.eval_seeds = check_int("eval_seeds", self.eval_seeds, 1)
         self.beta = check_float("beta", self.beta, 0.0, MAX_BETA, nullable=True)
         self.trust_region = check_float("trust_region", self.trust_region, 0.0, nullable=True)
@@ -258,9 +266,7 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     config = job.config()
     out = Path(job.out_dir)
     reward = build_reward_expression(job.reward, job.reward_options)
-    model = model if model is not None else load_model("embedded", device=job.device)
-    for p in job.prompts:
-        model.encode_prompts([p])
+    model = model if model is not None else load_model(job.model, job.model_path, device=job.device)
     objective = make_objective(job, config, model, reward)
     say = progress or (lambda f, m: None)
     t_start = time.perf_counter()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..models.prompts import PromptError as BasePromptError
+
 # sRGB display values in [0, 1]; the procedural data jitters around them.
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.12, 0.10),
@@ -34,7 +36,7 @@ AXIAL_SHAPES: tuple[str, ...] = ("cylinder", "cone", "pyramid")
 ARTICLES: tuple[str, ...] = ("a", "an", "the")
 
 
-class PromptError(ValueError):
+class PromptError(BasePromptError):
     """A prompt outside the embedded model's grammar."""
 
 

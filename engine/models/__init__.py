@@ -1,11 +1,43 @@
-"""Models behind the protocol in ``protocol.py``; ``load_model`` picks one by name."""
+"""Models behind the protocol in ``protocol.py``; the registry below is the one list of them.
+
+``load_model(name, path=None, device=...)`` loads one; ``prompt_rules(name)`` checks prompts
+without loading anything (engine/models/prompts.py). The names are engine/names.py's ``MODELS``.
+"""
 from __future__ import annotations
 
-import torch
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..names import MODELS
+from .prompts import Grammar, PromptRules
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
+@dataclass(frozen=True)
+class ModelSpec:
+    """``loader``: ".module:Class" (relative to this package) whose ``load(directory, device)``
+    builds the model (the class's own folder when ``path`` is None); ``prompts``: its prompt rules."""
+
+    name: str
+    loader: str
+    prompts: PromptRules
+    bundled: bool  # ships with the extension: ``path`` is optional
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "embedded": ModelSpec("embedded", ".embedded.model:EmbeddedModel", Grammar(), bundled=True),
+}
+assert tuple(REGISTRY) == MODELS, "engine/names.py MODELS and the registry must list the same models"
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(device: "str | torch.device") -> "torch.device":
     """"auto": CUDA if available, else Apple's MPS, else CPU; anything else as torch reads it."""
+    import torch  # here, not at the top: the CLI checks prompts through this package before torch loads
+
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -15,11 +47,24 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def load_model(name: str = "embedded", device: str | torch.device = "cpu"):
-    """Load a model of the protocol (device may be "auto"). Only the embedded model ships for now."""
-    device = resolve_device(device)
-    if name == "embedded":
-        from .embedded.model import EmbeddedModel
+def model_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
-        return EmbeddedModel.load(device=device)
-    raise ValueError(f"unknown model {name!r}; available: embedded")
+
+def prompt_rules(name: str) -> PromptRules:
+    """The prompt rules of model ``name``, without loading it."""
+    return model_spec(name).prompts
+
+
+def load_model(name: str = "embedded", path: str | Path | None = None, device: "str | torch.device" = "cpu"):
+    """Load model ``name`` (from ``path``, a folder of its weights, or its bundled ones) on
+    ``device`` ("auto" allowed). Nothing is downloaded."""
+    spec = model_spec(name)
+    if path is None and not spec.bundled:
+        raise ValueError(f"model {name!r} needs the folder of its weights (--model-path)")
+    module, cls = spec.loader.split(":")
+    loader = getattr(importlib.import_module(module, __package__), cls)
+    device = resolve_device(device)
+    return loader.load(device=device) if path is None else loader.load(Path(path).expanduser(), device=device)

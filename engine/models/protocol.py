@@ -6,8 +6,11 @@ DiffSplat and Shap-E are meant to implement them later without the rest of the e
 1. **Prompt encoder** -- ``encode_prompts(list[str]) -> PromptEmbeds`` and
    ``unconditional_embeds(batch) -> PromptEmbeds`` (the embedding classifier-free guidance
    pairs with). ``PromptEmbeds.hidden`` is a token sequence (B, L, D) for cross-attention,
-   ``pooled`` an optional global vector (B, Dp). Invalid prompts raise ``PromptError`` before any
-   work starts. (DiffSplat: CLIP or T5 encoders; Shap-E: a CLIP text embedding.)
+   ``pooled`` an optional global vector (B, Dp). ``validate_prompts(prompts)`` raises
+   ``engine.models.prompts.PromptError`` for a prompt the model cannot take, and ``vocabulary()``
+   lists its words (None for open text); both come from the model's ``prompt_rules``, which the
+   registry also hands out without loading the model. (DiffSplat: CLIP or T5 encoders; Shap-E: a
+   CLIP text embedding.)
 2. **Denoiser** -- ``denoiser: torch.nn.Module`` called through
    ``denoise(latents, timesteps, embeds) -> model_output`` (same shape as ``latents``). Its
    attention and feed-forward layers are ``torch.nn.Linear`` modules with diffusers' names
@@ -77,6 +80,10 @@ class DiffusionModel(Protocol):
     latent_shape: tuple[int, ...]
     lora_target_modules: tuple[str, ...]
 
+    def validate_prompts(self, prompts: list[str]) -> None: ...
+
+    def vocabulary(self) -> str | None: ...
+
     def encode_prompts(self, prompts: list[str]) -> PromptEmbeds: ...
 
     def unconditional_embeds(self, batch: int) -> PromptEmbeds: ...
@@ -90,3 +97,5 @@ class DiffusionModel(Protocol):
     def decode(self, latents: torch.Tensor, detail: float = 1.0) -> Renderable: ...
 
     def extract_meshes(self, representation: Renderable) -> list[Mesh]: ...
+
+    def latents_to_meshes(self, latents: torch.Tensor) -> list[Mesh]: ...

@@ -25,6 +25,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch import nn
 
+from .prompts import OpenText
 from .protocol import PromptEmbeds
 
 
@@ -76,6 +77,13 @@ class MixtureToyModel:
     default_guidance = 1.0  # no classifier-free guidance: prompts carry no information
     latent_shape = (2,)
     lora_target_modules = ("means", "logits", "proj_out")
+    prompt_rules = OpenText()  # prompts carry no information here
+
+    def validate_prompts(self, prompts: list[str]) -> None:
+        self.prompt_rules.validate(prompts)
+
+    def vocabulary(self) -> None:
+        return None
 
     def __init__(self, means=((-1.0, 0.0), (1.0, 0.0), (0.0, 1.0)), weights=(0.5, 0.2, 0.3), std: float = 0.3,
                  device: str | torch.device = "cpu"):

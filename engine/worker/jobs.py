@@ -22,14 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..data.grammar import parse_prompt
+from ..models import prompt_rules
 from ..fileio import write_json
 from ..geometry.mesh import save_npz
 from ..params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, MAX_SEED, check_device,
                       check_float, check_int, check_keys, check_str)
 from ..sampling.sampler import Cancelled, SamplerConfig
 from . import protocol
-from ..names import SCHEDULERS
+from ..names import MODELS, SCHEDULERS
 from .protocol import BadInput
 
 TEST_JOBS_ENV = "ENGINE_WORKER_TEST_JOBS"  # "1" registers the test-only job kinds (``_crash``, ``_stuck``)
@@ -111,6 +111,8 @@ class GenerateParams:
     adapter_weight: float = 1.0  # the adapter's blend weight: 0 base model, 1 as trained
     batch_size: int = 8
     device: str = "cpu"
+    model: str = "embedded"  # a name of the model registry
+    model_path: Path | None = None  # folder of its weights (absolute); None: the bundled ones
 
     @classmethod
     def from_params(cls, params: dict) -> "GenerateParams":
@@ -120,7 +122,15 @@ class GenerateParams:
         prompt = params["prompt"]
         if not isinstance(prompt, str):
             raise BadInput(f"prompt must be a string, got {prompt!r}")
-        parse_prompt(prompt)  # PromptError lists the vocabulary
+        model = check_str("model", params.get("model", "embedded"))
+        if model not in MODELS:
+            raise BadInput(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        prompt_rules(model).validate([prompt])  # PromptError says what the model takes
+        model_path = check_str("model_path", params.get("model_path"), nullable=True)
+        if model_path is not None:
+            model_path = Path(model_path).expanduser()
+            if not model_path.is_absolute() or not model_path.is_dir():
+                raise BadInput(f"model_path {str(model_path)!r} must be an absolute path to a folder of model weights")
         out_dir = _absolute_out_dir(params)
         if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
             raise BadInput(f"out_dir {str(out_dir)!r} exists and is not an empty folder; give a new folder per job")
@@ -152,19 +162,21 @@ class GenerateParams:
             adapter_weight=adapter_weight,
             batch_size=check_int("batch_size", params.get("batch_size", 8), 1, MAX_COUNT),
             device=check_device(params.get("device", "cpu")),
+            model=model,
+            model_path=model_path,
         )
 
 
 # -- model cache -----------------------------------------------------------------------------
 class ModelCache:
-    """One loaded model, kept across jobs; reloaded when the device or the adapter changes.
+    """One loaded model, kept across jobs; reloaded when the model, its folder, the device or the
+    adapter changes.
 
     One slot only: a big backbone with and without an adapter should not sit in memory twice.
     The adapter key includes its files' mtimes and sizes so a retrained adapter is picked up.
     """
 
-    def __init__(self, name: str = "embedded"):
-        self.name = name
+    def __init__(self):
         self._key: tuple | None = None
         self._model = None
 
@@ -178,16 +190,18 @@ class ModelCache:
         stamp = tuple((str(p.relative_to(adapter.parent)), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
         return (str(adapter.resolve()), stamp, weight)
 
-    def get(self, device: str, adapter: Path | None, weight: float = 1.0):
-        """The model for (device, adapter, weight) and the seconds spent loading it (0 when cached)."""
-        key = (device, self._adapter_key(adapter, weight))
+    def get(self, device: str, adapter: Path | None, weight: float = 1.0, name: str = "embedded",
+            path: Path | None = None):
+        """The model ``name`` (from ``path``) for (device, adapter, weight) and the seconds spent
+        loading it (0 when cached)."""
+        key = (name, None if path is None else str(path.resolve()), device, self._adapter_key(adapter, weight))
         if key == self._key:
             return self._model, 0.0
         t0 = time.perf_counter()
         self._model = self._key = None  # drop the old one before loading the next
         from ..models import load_model
 
-        model = load_model(self.name, device=device)
+        model = load_model(name, path, device=device)
         if adapter is not None:
             _apply_adapter(model, adapter, weight)
         self._model, self._key = model, key
@@ -204,7 +218,7 @@ def _apply_adapter(model, adapter: Path, weight: float) -> None:
         raise BadInput(f"cannot use adapter {adapter}: {exc}") from exc
 
 
-MODELS = ModelCache()
+MODEL_CACHE = ModelCache()
 
 
 # -- generate --------------------------------------------------------------------------------
@@ -300,7 +314,7 @@ def run_generate(params: dict, ctx: JobContext) -> dict:
     p = GenerateParams.from_params(params)
     remove_stale_staging(p.out_dir.parent)
     ctx.progress(0.0, "loading model")
-    model, load_s = MODELS.get(p.device, p.adapter, p.adapter_weight)
+    model, load_s = MODEL_CACHE.get(p.device, p.adapter, p.adapter_weight, p.model, p.model_path)
     try:
         sampler = SamplerConfig(steps=p.steps, guidance=p.guidance, scheduler=p.scheduler, eta=p.eta).for_model(model)
     except ValueError as exc:

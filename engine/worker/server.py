@@ -268,7 +268,7 @@ class Worker:
         return self.exit_code
 
     def _run_job(self, job: _Job) -> None:
-        from ..data.grammar import PromptError
+        from ..models.prompts import PromptError
         from ..sampling.sampler import Cancelled
         from .jobs import JobContext
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from ...data.procedural import TRUNCATION
 from ...geometry.mesh import Mesh, extract_mesh
 from ..fields import SDFGrid
+from ..prompts import Grammar
 from ..protocol import PromptEmbeds
 from .autoencoder import AutoencoderConfig, FieldAutoencoder
 from .denoiser import DenoiserConfig, LatentTransformer3D
@@ -69,6 +70,13 @@ class EmbeddedModel:
     # The timestep embedder and the AdaLN projection: what the official code also adapts
     # (AlignConfig.lora_conditioning).
     lora_conditioning_modules = ("time_embed.linear_1", "time_embed.linear_2", "t_block.1")
+    prompt_rules = Grammar()  # the closed grammar of engine/data/grammar.py
+
+    def validate_prompts(self, prompts: list[str]) -> None:
+        self.prompt_rules.validate(prompts)
+
+    def vocabulary(self) -> str:
+        return self.prompt_rules.vocabulary()
 
     def __init__(self, config: EmbeddedConfig = EmbeddedConfig(), device: str | torch.device = "cpu"):
         self.config = config

@@ -326,3 +326,25 @@ def test_next_generate_job_removes_a_killed_jobs_staging_folder(tmp_path):
     raw = (out / "a_red_cube_seed7.glb").read_bytes()
     gltf = json.loads(raw[20:20 + struct.unpack_from("<I", raw, 12)[0]])  # the JSON chunk
     assert {"NORMAL", "COLOR_0"} <= set(gltf["meshes"][0]["primitives"][0]["attributes"])
+
+
+def test_model_choice_is_checked_and_keys_the_cache(tmp_path):
+    base = {"prompt": "a red cube", "out_dir": str(tmp_path / "out")}
+    with pytest.raises(BadInput, match="unknown model 'shap-f'; choose one of embedded"):
+        GenerateParams.from_params({**base, "model": "shap-f"})
+    with pytest.raises(BadInput, match="model_path 'rel/dir' must be an absolute path to a folder"):
+        GenerateParams.from_params({**base, "model_path": "rel/dir"})
+    p = GenerateParams.from_params({**base, "model_path": str(tmp_path)})
+    assert (p.model, p.model_path) == ("embedded", tmp_path)
+
+    import shutil
+
+    from engine.models.embedded.model import WEIGHTS_DIR
+
+    copy = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, copy)
+    cache = ModelCache()
+    bundled, _ = cache.get("cpu", None)
+    from_folder, load_s = cache.get("cpu", None, path=copy)
+    assert from_folder is not bundled and load_s > 0  # another folder: another model
+    assert cache.get("cpu", None, path=copy) == (from_folder, 0.0)
