@@ -60,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--adapter-weight", type=float, default=1.0)
     p.add_argument("--engine-python", help="Python with torch that runs the engine (default: as in the preferences)")
     p.add_argument("--device", choices=("AUTO", "CPU", "CUDA", "MPS"), help="compute device of the engine")
+    p.add_argument("--model", choices=NAMES.MODELS, help="which model (default: as in the preferences)")
+    p.add_argument("--model-path", type=Path, help="folder of the model's weights (default: its bundled weights)")
     p.add_argument("--spacing", type=float, default=2.5, help="grid spacing in Blender units")
     p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True, help="Cycles renders (default on)")
     p.add_argument("--resolution", type=int, default=256, help="render size in pixels")
@@ -210,13 +212,19 @@ def run(args) -> int:
     addon, registered_here = load_addon()
     entry = preferences_entry(addon)
     prefs = entry.preferences
-    saved_prefs = {k: getattr(prefs, k) for k in ("cache_dir", "adapters_dir", "engine_python", "device")}
+    saved_prefs = {k: getattr(prefs, k) for k in ("cache_dir", "adapters_dir", "engine_python", "device", "model_source",
+                                                  "model_kind", "model_path")}
     jobs_dir = out / ".jobs"
     prefs.cache_dir = str(jobs_dir)  # meshes land here, GLBs are copied out, the rest is removed
     if args.engine_python:
         prefs.engine_python = args.engine_python
     if args.device:
         prefs.device = args.device
+    if args.model_path:
+        prefs.model_source, prefs.model_path = "LOCAL", str(args.model_path.expanduser().resolve())
+        prefs.model_kind = args.model or prefs.model_kind
+    elif args.model:
+        prefs.model_source, prefs.model_kind = ("EMBEDDED", args.model) if args.model == "embedded" else ("LOCAL", args.model)
     scene = bpy.context.scene
     if not bpy.data.filepath:  # the startup file: start from an empty scene
         bpy.data.batch_remove([o for o in scene.objects])

@@ -12,6 +12,8 @@ import types
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
+from .engine.names import MODEL_ITEMS
+
 ADDON_ID = __package__  # "bl_ext.<repo>.nabla_r2d3" inside Blender; never hard-coded
 
 DEVICES = (
@@ -35,6 +37,8 @@ class NablaR2D3Preferences(bpy.types.AddonPreferences):
                                description="Which 3D diffusion model generates assets")
     model_path: StringProperty(name="Model Folder", subtype='DIR_PATH', default="",
                                description="Folder with a backbone's weights (used when Model is Local Folder)")
+    model_kind: EnumProperty(name="Model Kind", items=MODEL_ITEMS, default=MODEL_ITEMS[0][0],
+                             description="Which model the folder holds (used when Model is Local Folder)")
     engine_python: StringProperty(
         name="Engine Python", subtype='FILE_PATH', default="",
         description=(
@@ -73,6 +77,7 @@ class NablaR2D3Preferences(bpy.types.AddonPreferences):
         col.prop(self, "device")
         col.prop(self, "model_source")
         if self.model_source == 'LOCAL':
+            col.prop(self, "model_kind")
             col.prop(self, "model_path")
         col.prop(self, "engine_python")
         col.label(text=engine_python.status_text(self), icon=engine_python.status_icon(self))

@@ -2,11 +2,13 @@
 """The "generate" job: Scene settings -> worker params, and the worker's result -> scene objects."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
 
+from ..engine.models import prompt_rules
 from . import paths, scene_import
 from .jobs import Job
 
@@ -46,12 +48,29 @@ class GenerateRequest:
         )
 
 
+def model_params(prefs) -> dict:
+    """``model`` / ``model_path`` of a job from the preferences (none: the embedded model's bundled weights)."""
+    if prefs.model_source == 'EMBEDDED':
+        return {}
+    folder = bpy.path.abspath(prefs.model_path).strip() if prefs.model_path.strip() else ""
+    if not folder:
+        raise JobSetupError("Model is Local Folder but no Model Folder is set: choose it in the add-on preferences")
+    folder = os.path.abspath(os.path.expanduser(folder))
+    if not os.path.isdir(folder):
+        raise JobSetupError(f"Model Folder {folder!r} is not a folder: fix it in the add-on preferences")
+    return {"model": prefs.model_kind, "model_path": folder}
+
+
+def vocabulary(prefs) -> str | None:
+    """The prompts the chosen model takes, for people (engine/models/prompts.py); None: open text."""
+    kind = prefs.model_kind if prefs.model_source == 'LOCAL' else "embedded"
+    return prompt_rules(kind).vocabulary()
+
+
 def device_params(prefs) -> dict:
-    if prefs.model_source != 'EMBEDDED':
-        raise JobSetupError("This engine runs only the embedded model for now: set Model to Embedded in the "
-                            "add-on preferences")
+    """The engine-side choices every job sends: the model (:func:`model_params`) and the device."""
     device = DEVICE_PARAM.get(prefs.device)
-    return {"device": device} if device else {}
+    return {**model_params(prefs), **({"device": device} if device else {})}
 
 
 def adapter_path(prefs, name: str) -> Path:

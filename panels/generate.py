@@ -2,8 +2,7 @@
 """Generate panel: prompt, count, seed, sampler settings, adapter; and the vocabulary sub-panel."""
 import bpy
 
-from ..blender import engine_python
-from ..engine.data import grammar
+from ..blender import engine_python, generate
 from ..preferences import get_preferences
 from .base import SidebarPanel, settings, state
 
@@ -46,17 +45,14 @@ class VIEW3D_PT_nabla_r2d3_vocabulary(SidebarPanel, bpy.types.Panel):
     bl_parent_id = "VIEW3D_PT_nabla_r2d3_generate"
     bl_options = {'DEFAULT_CLOSED'}
 
-    @classmethod
-    def poll(cls, context):
-        return get_preferences(context).model_source == 'EMBEDDED'
-
     def draw(self, context):
+        text = generate.vocabulary(get_preferences(context))
+        if text is None:
+            self.layout.label(text="Open vocabulary: describe the asset in words", icon='INFO')
+            return
         col = self.layout.column(align=True)
-        col.label(text="[a] [size] [colour] shape")
-        col.label(text="Sizes: " + ", ".join(grammar.SIZES))
-        col.label(text="Colours: " + ", ".join(grammar.COLOURS))
-        col.label(text="Shapes: " + ", ".join(grammar.SHAPES))
-        col.label(text='e.g. "a tall blue cylinder"')
+        for line in text.splitlines():
+            col.label(text=line.strip())
         self.layout.operator("nabla_r2d3.show_vocabulary", icon='INFO')
 
 

@@ -181,20 +181,20 @@ class ModelCache:
         self._model = None
 
     @staticmethod
-    def _adapter_key(adapter: Path | None, weight: float) -> tuple | None:
-        """Identifies an adapter's content: every file's name, mtime and size (an adapter is a
-        folder; a folder's own mtime misses files rewritten in place)."""
-        if adapter is None:
+    def _folder_key(folder: Path | None) -> tuple | None:
+        """Identifies a folder's content (an adapter, a model's weights): every file's name, mtime
+        and size (a folder's own mtime misses files rewritten in place)."""
+        if folder is None:
             return None
-        files = [adapter] if adapter.is_file() else sorted(p for p in adapter.rglob("*") if p.is_file())
-        stamp = tuple((str(p.relative_to(adapter.parent)), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
-        return (str(adapter.resolve()), stamp, weight)
+        files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+        stamp = tuple((str(p.relative_to(folder.parent)), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        return (str(folder.resolve()), stamp)
 
     def get(self, device: str, adapter: Path | None, weight: float = 1.0, name: str = "embedded",
             path: Path | None = None):
         """The model ``name`` (from ``path``) for (device, adapter, weight) and the seconds spent
         loading it (0 when cached)."""
-        key = (name, None if path is None else str(path.resolve()), device, self._adapter_key(adapter, weight))
+        key = (name, self._folder_key(path), device, self._folder_key(adapter), weight if adapter is not None else None)
         if key == self._key:
             return self._model, 0.0
         t0 = time.perf_counter()

@@ -64,3 +64,21 @@ def test_batch_rejects_bad_arguments_before_doing_anything(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "--count must be >= 1" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_batch_runs_the_model_from_a_weights_folder(tmp_path):
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(ROOT / "engine" / "models" / "embedded" / "weights", weights)
+    out = tmp_path / "batch"
+    cmd = [sys.executable, str(ROOT / "batch.py"), "--", "--prompt", "a blue torus", "--count", "1", "--steps", "2",
+           "--no-render", "--model", "embedded", "--model-path", str(weights), "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "batch_log.json").read_text())["prompts"][0]["ok"]
+    for f in weights.iterdir():
+        f.unlink()
+    result = subprocess.run([*cmd[:-1], str(tmp_path / "again")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "embedded model weights not found" in json.loads((tmp_path / "again" / "batch_log.json").read_text())["prompts"][0]["error"]

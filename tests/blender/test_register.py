@@ -38,7 +38,7 @@ def test_package_name_is_not_hard_coded(addon):
     assert addon.NablaR2D3Preferences.bl_idname == PACKAGE
     assert addon.operators.__package__ == PACKAGE + ".operators"
     assert addon.blender.jobs.__name__ == PACKAGE + ".blender.jobs"
-    assert addon.panels.generate.grammar.__name__ == PACKAGE + ".engine.data.grammar"
+    assert addon.blender.generate.prompt_rules.__module__ == PACKAGE + ".engine.models"
 
 
 def test_classes_cover_operators_panels_and_properties(addon):
