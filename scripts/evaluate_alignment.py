@@ -46,7 +46,8 @@ import torch  # noqa: E402
 
 from engine.align.evaluation import accuracy, diversity, format_tables, frechet_distance, mean_std  # noqa: E402
 from engine.align.config import AlignConfig  # noqa: E402
-from engine.align.job import DEFAULT_BETA, DEFAULT_LR, DEFAULT_NABLA_LR, AlignJob, run_alignment  # noqa: E402
+from engine.align.job import AlignJob, run_alignment  # noqa: E402
+from engine.models import model_spec  # noqa: E402
 from engine.align.lora import load_adapter, remove_lora  # noqa: E402
 from engine.data.grammar import PromptError, parse_prompt  # noqa: E402
 from engine.fileio import write_bytes, write_json, write_safetensors  # noqa: E402
@@ -57,6 +58,10 @@ from engine.render.volume import VolumeRenderConfig  # noqa: E402
 from engine.rewards.errors import RewardConfigError  # noqa: E402
 from engine.rewards.registry import build_reward_expression, parse_option_assignments  # noqa: E402
 from engine.sampling.sampler import SamplerConfig, sample  # noqa: E402
+
+# This table is the embedded model's: its tuned numbers (engine/models/embedded/tuning.py).
+TUNED = model_spec("embedded").alignment
+DEFAULT_BETA, DEFAULT_LR, DEFAULT_NABLA_LR = TUNED.beta, TUNED.lr, TUNED.nabla_lr
 
 DEFAULT_PROMPTS = (
     "a red cube", "an orange sphere", "a yellow cylinder", "a green cone",

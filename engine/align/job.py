@@ -31,25 +31,13 @@ from ..render.cameras import OrbitConfig, orbit_cameras
 from ..render.volume import VolumeRenderConfig
 from ..rewards.registry import parse_reward_expression
 from ..sampling.sampler import SamplerConfig, sample
-from ..models import prompt_rules
+from ..models import model_spec, prompt_rules
 from ..names import GRADIENT_FREE_METHODS, MODELS, RENDERERS
 from .config import AlignConfig
 from .lora import lora_disabled
 from .objective import CyclesRenderedReward, RenderedReward
 from .trainer import CHECKPOINT, Aligner, StepRecord, world
 
-# Reward scales for the embedded model with the score-unit loss, whose fit is driven by the late
-# transitions (small std^2 beta w g there). Chosen by sweeps on the table's prompts
-# (docs/alignment_table.md): palette 1e4 / 3e4 / 1e5, dnc 3e4 / 3e5 (collapsed), critic 1e2 / 3e2 /
-# 1e3 / 3e3. The reference reward shares the palette's scale (not swept).
-DEFAULT_BETA = {"dnc": 3e4, "palette": 3e4, "reference": 3e4, "critic": 3e3}
-# ReFL and DRaFT-1 follow the raw reward gradient with no pull toward the prior: at 5e-3 they
-# collapsed the embedded model's assets to empty renders within 3 rounds on dnc (measured), so they
-# get a 10x smaller step. Nabla-R2D3 and DDPO use AlignConfig's 5e-3, except Nabla-R2D3 on the
-# critic: at 5e-3 its held-out reward fell (beta 1e3: -0.296 -> -0.791) where 5e-4 with beta 3e3
-# raised it (-0.188); the paper also tunes the rate per reward.
-DEFAULT_LR = {"refl": 5e-4, "draft": 5e-4}
-DEFAULT_NABLA_LR = {"critic": 5e-4}
 EVAL_SEED_BASE = 1_000_000  # held-out seeds: training draws seeds from its own generator
 
 
@@ -64,7 +52,7 @@ class AlignJob:
     steps: int = 30
     prompts: list[str] = field(default_factory=lambda: ["a red cube", "a green cone", "a blue torus", "a yellow pyramid"])
     eval_seeds: int = 2  # held-out seeds per prompt for before/after
-    beta: float | None = None  # None: DEFAULT_BETA of the reward (first term of an expression)
+    beta: float | None = None  # None: the model's tuned beta for the reward (first term of an expression)
     trust_region: float | None = None
     lr: float | None = None
     lora_rank: int | None = None
@@ -127,14 +115,14 @@ class AlignJob:
         return cls(**params)
 
     def config(self) -> AlignConfig:
-        # A weighted sum takes the default beta of its first term.
+        # Unset numbers come from the model's tuned defaults (engine/models/tuning.py); a weighted
+        # sum takes the defaults of its first term.
+        tuned = model_spec(self.model).alignment
         first = parse_reward_expression(self.reward)[0][1]
-        beta = self.beta if self.beta is not None else DEFAULT_BETA.get(first, 1e3)
+        beta = self.beta if self.beta is not None else tuned.beta_for(first)
         chosen = {"method": self.method, "steps": self.steps, "beta": beta, "seed": self.seed}
-        if self.method in DEFAULT_LR:
-            chosen["lr"] = DEFAULT_LR[self.method]
-        if self.method == "nabla" and first in DEFAULT_NABLA_LR:
-            chosen["lr"] = DEFAULT_NABLA_LR[first]
+        if tuned.lr_for(self.method, first) is not None:
+            chosen["lr"] = tuned.lr_for(self.method, first)
         for name in ("trust_region", "lr", "lora_rank", "trajectories"):
             if getattr(self, name) is not None:
                 chosen[name] = getattr(self, name)

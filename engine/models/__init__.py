@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..names import MODELS
+from .embedded.tuning import ALIGNMENT as EMBEDDED_ALIGNMENT
 from .prompts import Grammar, PromptRules
+from .tuning import AlignmentDefaults
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,12 @@ class ModelSpec:
     loader: str
     prompts: PromptRules
     bundled: bool  # ships with the extension: ``path`` is optional
+    alignment: AlignmentDefaults = AlignmentDefaults()  # its tuned beta and learning rates
 
 
 REGISTRY: dict[str, ModelSpec] = {
-    "embedded": ModelSpec("embedded", ".embedded.model:EmbeddedModel", Grammar(), bundled=True),
+    "embedded": ModelSpec("embedded", ".embedded.model:EmbeddedModel", Grammar(), bundled=True,
+                          alignment=EMBEDDED_ALIGNMENT),
 }
 assert tuple(REGISTRY) == MODELS, "engine/names.py MODELS and the registry must list the same models"
 

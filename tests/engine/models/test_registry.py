@@ -54,3 +54,19 @@ def test_cli_generates_from_a_weights_folder_and_names_a_wrong_one(tmp_path, cap
     assert list((tmp_path / "out").glob("*.glb"))
     assert main([*args, "--model-path", str(tmp_path / "empty"), "--out", str(tmp_path / "out2")]) == 1
     assert "embedded model weights not found in" in capsys.readouterr().err
+
+
+def test_alignment_defaults_come_from_the_models_own_tuning(monkeypatch, tmp_path):
+    import dataclasses
+
+    import engine.models as models
+    from engine.align.job import AlignJob
+    from engine.models.tuning import AlignmentDefaults
+
+    job = dict(out_dir=str(tmp_path), reward="dnc", method="refl")
+    assert AlignJob(**job).config().beta == models.REGISTRY["embedded"].alignment.beta["dnc"]
+    spec = dataclasses.replace(models.REGISTRY["embedded"], alignment=AlignmentDefaults(beta={"dnc": 7.0}, lr={"refl": 1e-5}))
+    monkeypatch.setitem(models.REGISTRY, "embedded", spec)
+    config = AlignJob(**job).config()
+    assert (config.beta, config.lr) == (7.0, 1e-5)
+    assert AlignJob(**job, beta=2.0, lr=3e-4).config().beta == 2.0  # the user's numbers win
