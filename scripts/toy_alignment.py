@@ -54,6 +54,8 @@ METHODS = [
     ("nabla + flow network, w = 1", dict(flow_network=True, reward_weighting="none")),
     ("nabla + flow network, w = 1, reverse at the mean", dict(flow_network=True, reward_weighting="none", reverse_point="mean")),
     ("nabla + flow network, stochastic last step", dict(flow_network=True, sampler=LAST)),
+    ("nabla + flow network, flow fitted by the reverse term only", dict(flow_network=True, flow_forward_grad=False)),
+    ("nabla + flow network, w = 1, flow fitted by the reverse term only", dict(flow_network=True, reward_weighting="none", flow_forward_grad=False)),
     ("ReFL", dict(method="refl", lr=3e-3, trust_region=0.0)),
     ("DRaFT-1", dict(method="draft", lr=3e-3, trust_region=0.0)),
     ("DDPO", dict(method="ddpo", lr=3e-2, trust_region=0.0)),

@@ -50,6 +50,10 @@ class AlignConfig:
     # noise). The sampled end point adds a penalty ||J_theta - J_base||^2 / std^2 on the change of
     # the mean's Jacobian, which a tilt that reweights modes needs (docs/method.md, "Flow network").
     reverse_point: str = "sampled"
+    # Whether the forward term trains the flow network too (the plain sum of the residuals) or only
+    # the policy, the flow being fitted by the reverse and terminal terms alone (docs/method.md,
+    # "Flow network"): the fixed point is the same, the dynamics are not.
+    flow_forward_grad: bool = True
 
     # baselines
     refl_late: float = 0.75  # ReFL: random step index in [refl_late * K, K)

@@ -244,7 +244,8 @@ def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
         if inner:
             flow_rows = _rows(inner, b, x_prev.device)
             t_end = _group_timesteps(ctx, [ends[i] for i in inner], b, x_prev.device)
-            target = target.index_add(0, flow_rows, _flow(ctx, x_prev[flow_rows], t_end))
+            flow = _flow(ctx, x_prev[flow_rows], t_end)
+            target = target.index_add(0, flow_rows, flow if cfg.flow_forward_grad else flow.detach())
     std = _stack(chunk.stds, ks)
     var = _bcast(std.pow(2), x_t)
     shift = mean - mean_base.detach()
