@@ -14,7 +14,8 @@ import torch
 
 from ..render import render
 from ..render.cameras import OrbitConfig, orbit_cameras
-from ..render.volume import RenderOutput, VolumeRenderConfig
+from ..render.types import RenderOutput
+from ..render.volume import VolumeRenderConfig
 from ..rewards.base import Reward
 
 

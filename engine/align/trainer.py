@@ -102,6 +102,10 @@ class Aligner:
         if config.method in ("nabla", "refl", "draft") and not objective.differentiable:
             raise ValueError(f"method {config.method} needs a differentiable reward; use ddpo for this one")
         model.encode_prompts(sorted(set(prompts)))  # validate before any work
+        trainable = tuple(getattr(model, "training_schedulers", ("ddim", "ddpm", "dpmsolver-sde")))
+        if config.sampler.scheduler not in trainable:
+            raise ValueError(f"model {model.name!r} trains on trajectories of {', '.join(trainable)} (Gaussian, stateless "
+                             f"transitions), not {config.sampler.scheduler!r}")
         self.model, self.objective, self.prompts, self.config = model, objective, list(prompts), config
         self.config_sampler = config.sampler.for_model(model)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -215,7 +219,7 @@ class Aligner:
                 chunk = Chunk(
                     latents=traj["latents"][:, sl], model_outputs=traj["model_outputs"][:, sl], stds=traj["stds"][:, sl],
                     log_probs=traj["log_probs"][:, sl], prompts=prompts[sl],
-                    cond=_slice_embeds(cond, sl), uncond=_slice_embeds(uncond, sl),
+                    cond=cond[sl], uncond=uncond[sl],
                     transitions=choose_transitions(cfg, len(scheduler.timesteps), traj["stds"][:, sl], g),
                     advantages=None if advantages is None else advantages[sl], means=traj["means"][:, sl],
                 )
@@ -350,12 +354,6 @@ def _weights_fingerprint(model) -> str:
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().float().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _slice_embeds(e, sl):
-    from ..models.protocol import PromptEmbeds
-
-    return PromptEmbeds(e.hidden[sl], None if e.pooled is None else e.pooled[sl])
 
 
 def _per_prompt_advantages(rewards: torch.Tensor, prompts: list[str]) -> torch.Tensor:

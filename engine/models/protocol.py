@@ -45,23 +45,42 @@ import torch
 from ..geometry.mesh import Mesh
 
 
+_EMBED_FIELDS = ("hidden", "pooled", "mask")
+
+
 @dataclass
 class PromptEmbeds:
-    """Conditioning for a batch: ``hidden`` (B, L, D); ``pooled`` (B, Dp) or None."""
+    """Conditioning for a batch, each part optional but not all: ``hidden`` (B, L, D) a token
+    sequence for cross-attention; ``pooled`` (B, Dp) a global vector (Shap-E conditions on this
+    alone); ``mask`` (B, L) the valid tokens of ``hidden`` (T5 and PixArt need it)."""
 
-    hidden: torch.Tensor
+    hidden: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.hidden is None and self.pooled is None:
+            raise ValueError("PromptEmbeds needs hidden or pooled")
+        if self.mask is not None and self.hidden is None:
+            raise ValueError("a mask belongs to hidden")
 
     def __len__(self) -> int:
-        return int(self.hidden.shape[0])
+        return int((self.hidden if self.hidden is not None else self.pooled).shape[0])
+
+    def _map(self, fn) -> "PromptEmbeds":
+        return PromptEmbeds(**{k: None if getattr(self, k) is None else fn(getattr(self, k)) for k in _EMBED_FIELDS})
 
     @staticmethod
     def cat(items: list["PromptEmbeds"]) -> "PromptEmbeds":
-        pooled = None if items[0].pooled is None else torch.cat([i.pooled for i in items])
-        return PromptEmbeds(torch.cat([i.hidden for i in items]), pooled)
+        return PromptEmbeds(**{k: None if getattr(items[0], k) is None else torch.cat([getattr(i, k) for i in items])
+                               for k in _EMBED_FIELDS})
 
     def to(self, device) -> "PromptEmbeds":
-        return PromptEmbeds(self.hidden.to(device), None if self.pooled is None else self.pooled.to(device))
+        return self._map(lambda t: t.to(device))
+
+    def __getitem__(self, index: slice) -> "PromptEmbeds":
+        """The rows ``index`` (a slice) of every part."""
+        return self._map(lambda t: t[index])
 
 
 @runtime_checkable
@@ -79,6 +98,7 @@ class DiffusionModel(Protocol):
     default_guidance: float
     latent_shape: tuple[int, ...]
     lora_target_modules: tuple[str, ...]
+    training_schedulers: tuple[str, ...]  # make_scheduler kinds with Gaussian, stateless transitions (alignment)
 
     def validate_prompts(self, prompts: list[str]) -> None: ...
 

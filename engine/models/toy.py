@@ -78,6 +78,7 @@ class MixtureToyModel:
     latent_shape = (2,)
     lora_target_modules = ("means", "logits", "proj_out")
     prompt_rules = OpenText()  # prompts carry no information here
+    training_schedulers = ("ddim", "dpmsolver-sde")  # Gaussian, stateless transitions
 
     def validate_prompts(self, prompts: list[str]) -> None:
         self.prompt_rules.validate(prompts)

@@ -6,14 +6,17 @@ dispatches on the representation a model's ``decode`` returns.
 from __future__ import annotations
 
 from .cameras import Cameras, OrbitConfig, orbit_cameras
-from .volume import RenderOutput, VolumeRenderConfig, render_field
+from .types import RenderConfig, RenderOutput, SignedDistanceField
+from .volume import VolumeRenderConfig, render_field
 
 
 def render(representation, cameras: Cameras, config: VolumeRenderConfig = VolumeRenderConfig()) -> RenderOutput:
-    """Differentiably render a batch of assets from ``cameras``: images (B, V, C, R, R)."""
-    if hasattr(representation, "sample"):
+    """Differentiably render a batch of assets from ``cameras``: images (B, V, C, R, R). The renderer
+    is chosen by the representation's type (engine/render/types.py)."""
+    if isinstance(representation, SignedDistanceField):
         return render_field(representation, cameras, config)
-    raise TypeError(f"no differentiable renderer for {type(representation).__name__}")
+    raise TypeError(f"no differentiable renderer for {type(representation).__name__} (engine/render/types.py lists what renders)")
 
 
-__all__ = ["Cameras", "OrbitConfig", "orbit_cameras", "RenderOutput", "VolumeRenderConfig", "render"]
+__all__ = ["Cameras", "OrbitConfig", "orbit_cameras", "RenderConfig", "RenderOutput", "SignedDistanceField",
+           "VolumeRenderConfig", "render"]

@@ -19,28 +19,15 @@ from dataclasses import dataclass
 import torch
 
 from .cameras import Cameras, camera_rays
+from .types import RenderConfig, RenderOutput
 
 
 @dataclass(frozen=True)
-class VolumeRenderConfig:
-    resolution: int = 64
+class VolumeRenderConfig(RenderConfig):
     samples: int = 64
     sharpness: float = 0.01  # world units; width of the sigmoid that makes the surface opaque
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     ambient: float = 0.35
     chunk_rays: int = 32768  # rays per batch item processed at once (bounds peak memory)
-
-
-@dataclass
-class RenderOutput:
-    """Images (B, V, C, R, R); see module docstring for each channel's meaning."""
-
-    rgb: torch.Tensor
-    albedo: torch.Tensor
-    alpha: torch.Tensor
-    depth: torch.Tensor
-    normal: torch.Tensor
-    cameras: Cameras
 
 
 def _ray_box(origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

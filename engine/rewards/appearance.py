@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..render.volume import RenderOutput
+from ..render.types import RenderOutput
 from .base import Reward
 
 

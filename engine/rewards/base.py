@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from ..render.volume import RenderOutput
+from ..render.types import RenderOutput
 
 
 class Reward(ABC):

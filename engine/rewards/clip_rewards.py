@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..render.volume import RenderOutput
+from ..render.types import RenderOutput
 from .base import Reward
 from .errors import RewardConfigError, RewardModelMissing
 

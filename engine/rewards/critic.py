@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.grammar import COLOURS, SHAPES, parse_prompt
-from ..render.volume import RenderOutput
+from ..render.types import RenderOutput
 from .base import Reward
 
 WEIGHTS_PATH = Path(__file__).with_name("weights") / "critic.safetensors"

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..render.cameras import camera_rays
-from ..render.volume import RenderOutput
+from ..render.types import RenderOutput
 from .base import Reward
 
 

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from ..render.volume import RenderOutput
+from ..render.types import RenderOutput
 from .base import Reward
 from .errors import RewardConfigError
 

@@ -212,7 +212,7 @@ def sample(
     config = config.for_model(model)
     cond = model.encode_prompts(prompts)
     uncond = model.unconditional_embeds(len(prompts))
-    device = cond.hidden.device
+    device = (cond.hidden if cond.hidden is not None else cond.pooled).device
     scheduler = make_scheduler(model, config)
     scheduler.set_timesteps(config.steps, device=device)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]

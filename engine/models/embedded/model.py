@@ -71,6 +71,9 @@ class EmbeddedModel:
     # (AlignConfig.lora_conditioning).
     lora_conditioning_modules = ("time_embed.linear_1", "time_embed.linear_2", "t_block.1")
     prompt_rules = Grammar()  # the closed grammar of engine/data/grammar.py
+    # Schedulers whose every transition is a Gaussian of the current state alone, so a trajectory's
+    # transitions can be scored and trained one by one (the aligner refuses others).
+    training_schedulers = ("ddim", "ddpm", "dpmsolver-sde")
 
     def validate_prompts(self, prompts: list[str]) -> None:
         self.prompt_rules.validate(prompts)

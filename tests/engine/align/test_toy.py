@@ -137,3 +137,14 @@ def test_logged_fit_shows_the_toy_model_following_its_target():
     late = history[-5:]
     assert min(r["fit_cos"] for r in late) > 0.8, [r["fit_cos"] for r in late]
     assert all(0.5 < r["fit_ratio"] < 2.0 for r in late), [r["fit_ratio"] for r in late]
+
+
+def test_the_aligner_trains_only_on_schedulers_the_model_declares():
+    from engine.align.config import AlignConfig
+    from engine.align.objective import LinearReward
+    from engine.align.trainer import Aligner
+    from engine.models.toy import GaussianToyModel
+    from engine.sampling.sampler import SamplerConfig
+
+    with pytest.raises(ValueError, match="trains on trajectories of ddim, dpmsolver-sde .* not 'ddpm'"):
+        Aligner(GaussianToyModel(), LinearReward(C), ["x"], AlignConfig(sampler=SamplerConfig(scheduler="ddpm")))

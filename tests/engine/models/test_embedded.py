@@ -74,3 +74,20 @@ def test_decoded_grid_is_the_field_queried_at_the_grid_points():
         pts = grid_points(res).reshape(1, -1, 3).expand(2, -1, -1)
         queried = ae.query(ae.features(x), pts).transpose(1, 2).reshape(2, 4, res, res, res)
         assert torch.allclose(grid, queried, atol=1e-5), res
+
+
+def test_prompt_embeds_carry_an_optional_mask_and_may_be_pooled_only():
+    import torch
+
+    from engine.models.protocol import PromptEmbeds
+
+    e = PromptEmbeds(torch.ones(2, 3, 4), mask=torch.tensor([[1, 1, 0], [1, 0, 0]]))
+    both = PromptEmbeds.cat([e, e])
+    assert len(both) == 4 and both.mask.shape == (4, 3) and both.pooled is None
+    assert torch.equal(both[1:3].mask, torch.tensor([[1, 0, 0], [1, 1, 0]]))
+    pooled = PromptEmbeds(pooled=torch.zeros(5, 7))  # Shap-E conditions on a projection only
+    assert len(pooled) == 5 and pooled[:2].pooled.shape == (2, 7) and pooled.to("cpu").hidden is None
+    with pytest.raises(ValueError, match="needs hidden or pooled"):
+        PromptEmbeds()
+    with pytest.raises(ValueError, match="a mask belongs to hidden"):
+        PromptEmbeds(pooled=torch.zeros(1, 2), mask=torch.ones(1, 3))

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from engine.data.grammar import Prompt
@@ -65,3 +66,16 @@ def test_gradients_reach_latent_and_match_finite_differences():
             fd = (loss(z + eps * v) - loss(z - eps * v)) / (2 * eps)
         analytic = (zz.grad * v).sum()
         assert torch.isclose(analytic, fd, rtol=1e-4, atol=1e-6), (float(analytic), float(fd))
+
+
+def test_render_picks_the_renderer_by_representation_type():
+    from engine.models.fields import SDFGrid
+    from engine.render import SignedDistanceField, render
+    from engine.render.cameras import OrbitConfig, orbit_cameras
+
+    grid = SDFGrid(torch.ones(1, 4, 8, 8, 8), 0.1)
+    assert isinstance(grid, SignedDistanceField)
+    out = render(grid, orbit_cameras(OrbitConfig(views=1)), VolumeRenderConfig(resolution=8, samples=8))
+    assert out.rgb.shape == (1, 1, 3, 8, 8)
+    with pytest.raises(TypeError, match="no differentiable renderer for Tensor"):
+        render(torch.zeros(1, 2), orbit_cameras(OrbitConfig(views=1)))
