@@ -24,6 +24,14 @@ class SDFGrid:
     def __len__(self) -> int:
         return int(self.grid.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        return self.grid.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.grid.dtype
+
     @cached_property
     def _lookup_volume(self) -> torch.Tensor:
         """(B, 7, D, H, W): the grid plus its central-difference gradient, built once per field."""

@@ -42,8 +42,12 @@ class SignedDistanceField(Protocol):
     """A batch of implicit surfaces queryable at points: what the volume renderer draws.
 
     ``sample(points (B, N, 3))`` returns the signed distance (B, N) in world units (negative inside),
-    the sRGB colour (B, N, 3) and unit outward normals (B, N, 3), on the field's own device.
+    the sRGB colour (B, N, 3) and unit outward normals (B, N, 3). ``device`` and ``dtype`` say where
+    and in what precision the field computes: renderers build their rays there.
     """
+
+    device: torch.device
+    dtype: torch.dtype
 
     def __len__(self) -> int: ...
 

@@ -89,9 +89,7 @@ def _render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, cfg: VolumeRe
 def render_field(field, cameras: Cameras, config: VolumeRenderConfig = VolumeRenderConfig()) -> RenderOutput:
     """Render a batch of fields (``sample`` as in ``engine.models.fields``) from V cameras."""
     res = config.resolution
-    first = field.grid if hasattr(field, "grid") else None
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None else torch.float32
+    device, dtype = field.device, field.dtype  # rays go where the field is (engine/render/types.py)
     origins, dirs = camera_rays(cameras.to(device), res)
     v = len(cameras)
     bsz = len(field)

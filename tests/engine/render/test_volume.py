@@ -77,5 +77,8 @@ def test_render_picks_the_renderer_by_representation_type():
     assert isinstance(grid, SignedDistanceField)
     out = render(grid, orbit_cameras(OrbitConfig(views=1)), VolumeRenderConfig(resolution=8, samples=8))
     assert out.rgb.shape == (1, 1, 3, 8, 8)
+    double = render(SDFGrid(torch.ones(1, 4, 8, 8, 8, dtype=torch.float64), 0.1), orbit_cameras(OrbitConfig(views=1)),
+                    VolumeRenderConfig(resolution=8, samples=8))
+    assert double.rgb.dtype == torch.float64  # rays are built where and as precise as the field is
     with pytest.raises(TypeError, match="no differentiable renderer for Tensor"):
         render(torch.zeros(1, 2), orbit_cameras(OrbitConfig(views=1)))
