@@ -106,6 +106,7 @@ class Aligner:
         if config.sampler.scheduler not in trainable:
             raise ValueError(f"model {model.name!r} trains on trajectories of {', '.join(trainable)} (Gaussian, stateless "
                              f"transitions), not {config.sampler.scheduler!r}")
+        _check_unscaled_inputs(model, config.sampler)
         self.model, self.objective, self.prompts, self.config = model, objective, list(prompts), config
         self.config_sampler = config.sampler.for_model(model)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -366,3 +367,17 @@ def _per_prompt_advantages(rewards: torch.Tensor, prompts: list[str]) -> torch.T
         mean, std = (r.mean(), r.std()) if len(idx) > 1 else (batch_mean, batch_std)
         adv[idx] = (r - mean) / (std + 1e-6)
     return adv
+
+
+def _check_unscaled_inputs(model, sampler) -> None:
+    """The sampler feeds the denoiser ``scheduler.scale_model_input(x, t)``; the aligner's batched
+    transitions feed it ``x`` (several timesteps in one call, which diffusers' per-step
+    ``scale_model_input`` cannot take). The two agree only when the scaling is the identity, as it
+    is for DDIM, DDPM and SDE-DPM-Solver++: refuse a training scheduler for which it is not."""
+    scheduler = make_scheduler(model, sampler)
+    scheduler.set_timesteps(sampler.steps)
+    probe = torch.ones(1, *model.latent_shape)
+    for t in scheduler.timesteps[:: max(1, len(scheduler.timesteps) // 4)]:
+        if not torch.equal(scheduler.scale_model_input(probe, t), probe):
+            raise ValueError(f"{type(scheduler).__name__} scales the denoiser's input; the aligner trains only on "
+                             "schedulers that do not (ddim, ddpm, dpmsolver-sde)")

@@ -148,3 +148,19 @@ def test_the_aligner_trains_only_on_schedulers_the_model_declares():
 
     with pytest.raises(ValueError, match="trains on trajectories of ddim, dpmsolver-sde .* not 'ddpm'"):
         Aligner(GaussianToyModel(), LinearReward(C), ["x"], AlignConfig(sampler=SamplerConfig(scheduler="ddpm")))
+
+
+def test_a_scheduler_that_scales_the_denoiser_input_is_refused():
+    from diffusers import EulerDiscreteScheduler
+
+    from engine.align.config import AlignConfig
+    from engine.align.objective import LinearReward
+    from engine.align.trainer import Aligner
+    from engine.models.toy import GaussianToyModel
+
+    class EulerToy(GaussianToyModel):
+        def make_scheduler(self, kind="ddim", final_sigmas_type="zero"):
+            return EulerDiscreteScheduler(num_train_timesteps=1000)  # scales x by 1 / sqrt(sigma^2 + 1)
+
+    with pytest.raises(ValueError, match="EulerDiscreteScheduler scales the denoiser's input"):
+        Aligner(EulerToy(), LinearReward(C), ["x"], AlignConfig())
