@@ -4,7 +4,7 @@
 # feature tensors, preview meshes, per-cell sheets and curves). A later session can read the figures even though out/ is not
 # kept; to continue a cell it must train again.
 #
-#   bash scripts/keep_table_results.sh out/table1 docs/results/table1
+#   bash scripts/keep_table_results.sh out/table1 results/table1
 set -euo pipefail
 src=${1:?usage: keep_table_results.sh OUT DEST}
 dest=${2:?dest}
