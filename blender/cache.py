@@ -57,12 +57,13 @@ def folder_size(path: Path) -> int:
     return total
 
 
-def job_folders(jobs_root: Path) -> list[Path]:
-    """Job folders under ``jobs_root``, oldest first (staging folders, hidden, are not jobs)."""
+def job_folders(jobs_root: Path) -> list[tuple[Path, float]]:
+    """``(folder, mtime)`` of the job folders under ``jobs_root``, oldest first (staging folders,
+    hidden, are not jobs)."""
     if not jobs_root.is_dir():
         return []
-    found = [p for p in jobs_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+    found = [(p, p.stat().st_mtime) for p in jobs_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(found, key=lambda item: (item[1], item[0].name))
 
 
 def prune(jobs_root: Path, in_use: set[Path], limits: CacheLimits, now: float | None = None,
@@ -71,7 +72,7 @@ def prune(jobs_root: Path, in_use: set[Path], limits: CacheLimits, now: float | 
     total is over the size limit), or all of them with ``everything``; never one in ``in_use``."""
     now = time.time() if now is None else now
     keep = {Path(p).resolve() for p in in_use}
-    folders = [(p, folder_size(p), p.stat().st_mtime) for p in job_folders(jobs_root)]
+    folders = [(p, folder_size(p), mtime) for p, mtime in job_folders(jobs_root)]
     total = sum(size for _, size, _ in folders)
     removed, freed, kept = [], 0, 0
     for path, size, mtime in folders:  # oldest first

@@ -144,9 +144,15 @@ def grid_positions(count: int, spacing: float, origin: Sequence[float] = (0.0, 0
         raise ValueError("count must be >= 0")
     if spacing <= 0:
         raise ValueError("spacing must be > 0")
-    cols = max(1, math.ceil(math.sqrt(count)))
+    cols, _ = grid_shape(count)
     ox, oy, oz = (float(v) for v in origin)
     return [(ox + (i % cols) * spacing, oy - (i // cols) * spacing, oz) for i in range(count)]
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(columns, rows) of :func:`grid_positions`' near-square grid of ``count`` (at least one column)."""
+    cols = max(1, math.ceil(math.sqrt(count)))
+    return cols, math.ceil(count / cols)
 
 
 # Object types whose bounding box a new grid keeps clear of (cameras, lights and empties do not block).
@@ -165,8 +171,7 @@ def clear_origin(origin: Sequence[float], count: int, spacing: float,
     ox, oy, oz = (float(v) for v in origin)
     if count <= 0:
         return ox, oy, oz
-    cols = max(1, math.ceil(math.sqrt(count)))
-    rows = math.ceil(count / cols)
+    cols, rows = grid_shape(count)
     half = spacing / 2
     boxes = list(boxes)
     for _ in range(len(boxes) + 1):  # each pass clears at least one box for good

@@ -22,15 +22,20 @@ def _create_temp(folder: Path, name: str) -> str:
     and honouring a default ACL of the folder where there is one. ``O_EXCL`` keeps mkstemp's
     guarantee that the name was new, so a planted file or symlink is never written through.
     """
+    return str(_new_temp(folder, name, lambda path: os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)), "file"))
+
+
+def _new_temp(folder, name: str, create: Callable[[str], None], what: str) -> str:
+    """``create(path)`` at the first free ``.<name>.<random>.tmp`` in ``folder`` (``create`` raises
+    FileExistsError for a taken name); returns that path."""
     for _ in range(_TEMP_ATTEMPTS):
         tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            create(tmp)
         except FileExistsError:
             continue
-        os.close(fd)
         return tmp
-    raise FileExistsError(f"no unused temporary file name in {folder} after {_TEMP_ATTEMPTS} tries")
+    raise FileExistsError(f"no unused temporary {what} name in {folder} after {_TEMP_ATTEMPTS} tries")
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
@@ -89,14 +94,7 @@ def make_temp_dir(parent: str | os.PathLike, name: str) -> Path:
     """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(_TEMP_ATTEMPTS):
-        tmp = parent / f".{name}.{secrets.token_hex(6)}.tmp"
-        try:
-            os.mkdir(tmp, 0o777)
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(f"no unused temporary folder name in {parent} after {_TEMP_ATTEMPTS} tries")
+    return Path(_new_temp(parent, name, lambda path: os.mkdir(path, 0o777), "folder"))
 
 
 def follow_umask(folder: str | os.PathLike) -> None:

@@ -121,8 +121,9 @@ class AlignJob:
         first = parse_reward_expression(self.reward)[0][1]
         beta = self.beta if self.beta is not None else tuned.beta_for(first)
         chosen = {"method": self.method, "steps": self.steps, "beta": beta, "seed": self.seed}
-        if tuned.lr_for(self.method, first) is not None:
-            chosen["lr"] = tuned.lr_for(self.method, first)
+        tuned_lr = tuned.lr_for(self.method, first)
+        if tuned_lr is not None:
+            chosen["lr"] = tuned_lr
         for name in ("trust_region", "lr", "lora_rank", "trajectories"):
             if getattr(self, name) is not None:
                 chosen[name] = getattr(self, name)

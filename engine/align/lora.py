@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 
-from ..fileio import follow_umask, make_temp_dir, strict_json, write_safetensors
+from ..fileio import make_temp_dir, strict_json, write_safetensors
 
 ADAPTER_NAME = "default"
 CONFIG_FILE = "adapter_config.json"
@@ -108,12 +108,10 @@ def save_adapter(model, directory: str | os.PathLike, extra: dict | None = None)
     """Write the adapter folder atomically; ``extra`` (JSON-able) goes into ``nabla_adapter.json``."""
     directory = Path(directory)
     config = model.denoiser.peft_config[ADAPTER_NAME]
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(directory.parent, directory.name)
+    tmp = make_temp_dir(directory.parent, directory.name)  # creates the parent too
     try:
         write_safetensors(tmp / WEIGHTS_FILE, lora_state_dict(model), metadata={"format": "pt", "model": model.name})
-        config.save_pretrained(str(tmp))
-        follow_umask(tmp)
+        config.save_pretrained(str(tmp))  # JSON through open(): the umask's mode already
         info = {"model": model.name, "rank": config.r, "alpha": config.lora_alpha, **(extra or {})}
         (tmp / "nabla_adapter.json").write_text(strict_json(info, indent=2) + "\n")
         if directory.exists():

@@ -21,6 +21,19 @@ class PromptRules(Protocol):
         """The words the model knows, for people; None for open text."""
 
 
+class ChecksPrompts:
+    """The protocol's ``validate_prompts`` and ``vocabulary`` for a model class that sets
+    ``prompt_rules``: a model answers them with its rules, nothing of its own."""
+
+    prompt_rules: PromptRules
+
+    def validate_prompts(self, prompts: list[str]) -> None:
+        self.prompt_rules.validate(prompts)
+
+    def vocabulary(self) -> str | None:
+        return self.prompt_rules.vocabulary()
+
+
 class OpenText:
     """Any non-blank text (CLIP- or T5-conditioned models)."""
 

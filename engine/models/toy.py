@@ -25,7 +25,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch import nn
 
-from .prompts import OpenText
+from .prompts import ChecksPrompts, OpenText
 from .protocol import PromptEmbeds
 
 
@@ -69,7 +69,7 @@ class MixtureDenoiser(nn.Module):
         return exact + self.proj_out(features)
 
 
-class MixtureToyModel:
+class MixtureToyModel(ChecksPrompts):
     """A 2-D isotropic Gaussian mixture with an exact denoiser (see the module docstring)."""
 
     name = "toy-mixture"
@@ -79,12 +79,6 @@ class MixtureToyModel:
     lora_target_modules = ("means", "logits", "proj_out")
     prompt_rules = OpenText()  # prompts carry no information here
     training_schedulers = ("ddim", "dpmsolver-sde")  # Gaussian, stateless transitions
-
-    def validate_prompts(self, prompts: list[str]) -> None:
-        self.prompt_rules.validate(prompts)
-
-    def vocabulary(self) -> None:
-        return None
 
     def __init__(self, means=((-1.0, 0.0), (1.0, 0.0), (0.0, 1.0)), weights=(0.5, 0.2, 0.3), std: float = 0.3,
                  device: str | torch.device = "cpu"):

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from ...data.procedural import TRUNCATION
 from ...geometry.mesh import Mesh, extract_mesh
 from ..fields import SDFGrid
-from ..prompts import Grammar
+from .. import model_spec
+from ..prompts import ChecksPrompts
 from ..protocol import PromptEmbeds
 from .autoencoder import AutoencoderConfig, FieldAutoencoder
 from .denoiser import DenoiserConfig, LatentTransformer3D
@@ -59,7 +60,7 @@ class EmbeddedConfig:
         )
 
 
-class EmbeddedModel:
+class EmbeddedModel(ChecksPrompts):
     name = "embedded"
     prediction_type = "v_prediction"
     # Chosen on tuning seeds (scripts/evaluate_embedded.py --first-seed 5000, guidance 2-12):
@@ -70,16 +71,10 @@ class EmbeddedModel:
     # The timestep embedder and the AdaLN projection: what the official code also adapts
     # (AlignConfig.lora_conditioning).
     lora_conditioning_modules = ("time_embed.linear_1", "time_embed.linear_2", "t_block.1")
-    prompt_rules = Grammar()  # the closed grammar of engine/data/grammar.py
+    prompt_rules = model_spec("embedded").prompts  # the registry's: the closed grammar of engine/data/grammar.py
     # Schedulers whose every transition is a Gaussian of the current state alone, so a trajectory's
     # transitions can be scored and trained one by one (the aligner refuses others).
     training_schedulers = ("ddim", "ddpm", "dpmsolver-sde")
-
-    def validate_prompts(self, prompts: list[str]) -> None:
-        self.prompt_rules.validate(prompts)
-
-    def vocabulary(self) -> str:
-        return self.prompt_rules.vocabulary()
 
     def __init__(self, config: EmbeddedConfig = EmbeddedConfig(), device: str | torch.device = "cpu"):
         self.config = config
