@@ -9,6 +9,7 @@ SCHEDULER_ITEMS = (
     ("ddim", "DDIM", "DDIM with eta 1 (stochastic), the paper's sampler"),
     ("ddpm", "DDPM", "Ancestral DDPM sampling"),
     ("dpmsolver-sde", "SDE-DPM-Solver++", "First-order SDE-DPM-Solver++"),
+    ("heun", "Heun", "Second-order Heun, deterministic (Shap-E's own sampler); generation only, not alignment"),
 )
 METHOD_ITEMS = (
     ("nabla", "Nabla-R2D3", "Reward gradients matched against the sampler's scores (the paper's method)"),
@@ -23,6 +24,7 @@ RENDERER_ITEMS = (
 
 MODEL_ITEMS = (
     ("embedded", "Embedded", "The small model shipped inside the extension: offline, CPU friendly"),
+    ("shap-e", "Shap-E", "OpenAI's open-vocabulary text-to-3D model (diffusers); its weights from a local folder, a GPU advised"),
 )
 
 MODELS = tuple(item[0] for item in MODEL_ITEMS)

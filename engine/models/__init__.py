@@ -12,25 +12,30 @@ from typing import TYPE_CHECKING
 
 from ..names import MODELS
 from .embedded.tuning import ALIGNMENT as EMBEDDED_ALIGNMENT
-from .prompts import Grammar, PromptRules
+from .prompts import Grammar, OpenText, PromptRules
+from .shap_e.tuning import ALIGNMENT as SHAP_E_ALIGNMENT
 from .tuning import AlignmentDefaults
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """``loader``: ".module:Class" (relative to this package) whose ``load(directory, device)``
-    builds the model (the class's own folder when ``path`` is None); ``prompts``: its prompt rules."""
+    builds the model; ``prompts``: its prompt rules. Without a ``path`` a bundled model loads its own
+    weights and one with a ``hub_id`` looks in the Hugging Face cache (offline)."""
 
     name: str
     loader: str
     prompts: PromptRules
     bundled: bool  # ships with the extension: ``path`` is optional
+    hub_id: str | None = None  # found in the Hugging Face cache when no ``path`` is given
     alignment: AlignmentDefaults = AlignmentDefaults()  # its tuned beta and learning rates
 
 
 REGISTRY: dict[str, ModelSpec] = {
     "embedded": ModelSpec("embedded", ".embedded.model:EmbeddedModel", Grammar(), bundled=True,
                           alignment=EMBEDDED_ALIGNMENT),
+    "shap-e": ModelSpec("shap-e", ".shap_e.model:ShapEModel", OpenText(), bundled=False, hub_id="openai/shap-e",
+                        alignment=SHAP_E_ALIGNMENT),
 }
 assert tuple(REGISTRY) == MODELS, "engine/names.py MODELS and the registry must list the same models"
 
@@ -63,10 +68,10 @@ def prompt_rules(name: str) -> PromptRules:
 
 
 def load_model(name: str = "embedded", path: str | Path | None = None, device: "str | torch.device" = "cpu"):
-    """Load model ``name`` (from ``path``, a folder of its weights, or its bundled ones) on
-    ``device`` ("auto" allowed). Nothing is downloaded."""
+    """Load model ``name`` (from ``path``, a folder of its weights, else its bundled ones or the
+    Hugging Face cache) on ``device`` ("auto" allowed). Nothing is downloaded."""
     spec = model_spec(name)
-    if path is None and not spec.bundled:
+    if path is None and not spec.bundled and spec.hub_id is None:
         raise ValueError(f"model {name!r} needs the folder of its weights (--model-path)")
     module, cls = spec.loader.split(":")
     loader = getattr(importlib.import_module(module, __package__), cls)

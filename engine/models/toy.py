@@ -121,6 +121,9 @@ class MixtureToyModel(ChecksPrompts):
     def extract_meshes(self, representation):
         raise NotImplementedError("the toy model has no geometry")
 
+    def latents_to_meshes(self, latents: torch.Tensor):
+        raise NotImplementedError("the toy model has no geometry")
+
     def tilted(self, beta: float, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means (K, 2) and weights (K,) of the data tilted by exp(beta direction.x) (closed form)."""
         c = torch.as_tensor(direction, dtype=torch.float32)

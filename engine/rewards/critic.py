@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.grammar import COLOURS, SHAPES, parse_prompt
+from ..data.grammar import COLOURS, SHAPES, PromptError, parse_prompt
 from ..render.types import RenderOutput
 from .base import Reward
 
@@ -228,7 +228,10 @@ class PromptCritic(Reward):
     def _targets(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Shape index (B,) and colour index (B,), -1 where the prompt leaves colour open."""
         cfg = self.critic.config
-        parsed = [parse_prompt(p) for p in prompts]
+        try:
+            parsed = [parse_prompt(p) for p in prompts]
+        except PromptError as exc:  # an open-vocabulary model's prompt (Shap-E): say what the critic reads
+            raise PromptError(f"the critic reward scores prompts of the embedded model's grammar only; {exc}") from exc
         shapes = [cfg.shapes.index(p.shape) for p in parsed]
         colours = [cfg.colours.index(p.colour) if p.colour else -1 for p in parsed]
         return torch.tensor(shapes), torch.tensor(colours)

@@ -9,8 +9,9 @@ recompute means under the finetuned denoiser.
 
 Schedulers: ``ddim`` (eta = 1 by default: every transition stochastic, the final one included
 because the model's DDIM uses ``set_alpha_to_one=False``), ``ddpm`` (its last transition is
-deterministic, std 0) and ``dpmsolver-sde`` (first-order SDE-DPM-Solver++; mean and std read off
-two calls of its ``step`` with zero and with drawn noise).
+deterministic, std 0), ``dpmsolver-sde`` (first-order SDE-DPM-Solver++; mean and std read off
+two calls of its ``step`` with zero and with drawn noise) and ``heun`` (deterministic, two denoiser
+calls a step, each a "transition" of std 0 here; for generation only).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, HeunDiscreteScheduler
 
 from ..models.protocol import DiffusionModel, PromptEmbeds
 
@@ -142,14 +143,19 @@ def alpha_bar(scheduler, t: int) -> float:
 
 
 def transition(
-    scheduler, model_output: torch.Tensor, t: int, x: torch.Tensor, eta: float = 1.0
+    scheduler, model_output: torch.Tensor, t: int | torch.Tensor, x: torch.Tensor, eta: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian of the reverse step from ``x`` (B, *L) at ``t``: mean (B, *L) and std (B,).
+    """Gaussian of the reverse step from ``x`` (B, *L) at ``t`` (one of the scheduler's timesteps,
+    as it holds them: Heun's are fractional): mean (B, *L) and std (B,).
 
     Differentiable in ``model_output`` (the aligner's gradient path). For schedulers with state
-    (DPM-Solver), the state is not advanced here; see :func:`step_scheduler`.
+    (DPM-Solver, Heun), the state is not advanced here; see :func:`step_scheduler`.
     """
     b = x.shape[0]
+    if isinstance(scheduler, HeunDiscreteScheduler):  # an ODE solver: every step deterministic
+        mean = copy.deepcopy(scheduler).step(model_output, t, x).prev_sample
+        return mean, torch.zeros(b, dtype=x.dtype, device=x.device)
+    t = int(t)
     if isinstance(scheduler, DDIMScheduler):
         prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
         mean = scheduler.step(model_output, t, x, eta=eta, variance_noise=torch.zeros_like(x)).prev_sample
@@ -175,10 +181,12 @@ def transition(
     return mean, std
 
 
-def step_scheduler(scheduler, model_output: torch.Tensor, t: int, x: torch.Tensor) -> None:
+def step_scheduler(scheduler, model_output: torch.Tensor, t: int | torch.Tensor, x: torch.Tensor) -> None:
     """Advance a stateful scheduler's internal step counter/history after a transition."""
-    if not isinstance(scheduler, (DDIMScheduler, DDPMScheduler)):
-        scheduler.step(model_output, t, x, variance_noise=torch.zeros_like(x))
+    if isinstance(scheduler, HeunDiscreteScheduler):
+        scheduler.step(model_output, t, x)
+    elif not isinstance(scheduler, (DDIMScheduler, DDPMScheduler)):
+        scheduler.step(model_output, int(t), x, variance_noise=torch.zeros_like(x))
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -223,10 +231,9 @@ def sample(
     for i, t in enumerate(timesteps):
         if should_cancel is not None and should_cancel():
             raise Cancelled("sampling cancelled")
-        tt = int(t)
         out = guided_output(model, scheduler.scale_model_input(x, t), t.reshape(1).to(device), cond, uncond, config.guidance)
-        mean, std = transition(scheduler, out, tt, x, config.eta)
-        step_scheduler(scheduler, out, tt, x)
+        mean, std = transition(scheduler, out, t, x, config.eta)
+        step_scheduler(scheduler, out, t, x)
         x_prev = mean + std.view(-1, *[1] * (x.dim() - 1)) * _noise(generators, model.latent_shape, device)
         if return_trajectory:
             keep["outputs"].append(out)

@@ -82,3 +82,14 @@ def test_batch_runs_the_model_from_a_weights_folder(tmp_path):
     result = subprocess.run([*cmd[:-1], str(tmp_path / "again")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 1
     assert "embedded model weights not found" in json.loads((tmp_path / "again" / "batch_log.json").read_text())["prompts"][0]["error"]
+
+
+def test_batch_runs_shap_e_from_its_folder_on_open_prompts(tmp_path, tiny_shap_e):
+    out = tmp_path / "batch"
+    cmd = [sys.executable, str(ROOT / "batch.py"), "--", "--prompt", "a wooden chair", "--prompt", "an avocado armchair",
+           "--count", "1", "--steps", "2", "--no-render", "--model", "shap-e", "--model-path", str(tiny_shap_e),
+           "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = json.loads((out / "batch_log.json").read_text())
+    assert [p["ok"] for p in log["prompts"]] == [True, True]

@@ -350,3 +350,21 @@ def test_local_folder_generate_runs_the_worker_on_that_folder(gen, prefs, tmp_pa
         prefs.property_unset("model_source")
         prefs.property_unset("model_path")
         s.property_unset("prompt")
+
+
+def test_a_shap_e_folder_generates_open_vocabulary_assets_into_the_scene(gen, prefs, tiny_shap_e):
+    """The Local-folder source with the Shap-E kind: an open prompt (no grammar) reaches the worker,
+    which loads Shap-E from the folder; the assets arrive in the scene."""
+    prefs.model_source, prefs.model_kind, prefs.model_path = "LOCAL", "shap-e", str(tiny_shap_e)
+    s = bpy.context.scene.nabla_r2d3
+    s.prompt, s.count, s.steps = "a wooden chair with armrests", 1, 2
+    try:
+        assert bpy.ops.nabla_r2d3.generate() == {"FINISHED"}
+        objs = _nabla_objects()
+        assert [o["nabla_r2d3_prompt"] for o in objs] == ["a wooden chair with armrests"]
+        assert len(objs[0].data.vertices) > 0
+    finally:
+        for name in ("model_source", "model_kind", "model_path"):
+            prefs.property_unset(name)
+        for name in ("prompt", "count", "steps"):
+            s.property_unset(name)

@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, HeunDiscreteScheduler
 from safetensors.torch import load_file
 
 from ...data.procedural import TRUNCATION
 from ...geometry.mesh import Mesh, extract_mesh
 from ..fields import SDFGrid
 from .. import model_spec
+from ..errors import ModelLoadError
 from ..prompts import ChecksPrompts
 from ..protocol import PromptEmbeds
 from .autoencoder import AutoencoderConfig, FieldAutoencoder
@@ -33,10 +34,6 @@ SCHEDULER_CONFIG = dict(
     prediction_type="v_prediction",
     clip_sample=False,
 )
-
-
-class ModelLoadError(RuntimeError):
-    """Weights missing, unreadable or not matching the configuration."""
 
 
 @dataclass
@@ -134,13 +131,15 @@ class EmbeddedModel(ChecksPrompts):
             scheduler = DDIMScheduler(**SCHEDULER_CONFIG, set_alpha_to_one=False, timestep_spacing="trailing")
         elif kind == "ddpm":
             scheduler = DDPMScheduler(**SCHEDULER_CONFIG, variance_type="fixed_small", timestep_spacing="trailing")
+        elif kind == "heun":  # deterministic, second order: generation only (not a training scheduler)
+            return HeunDiscreteScheduler(**SCHEDULER_CONFIG, timestep_spacing="trailing")
         elif kind == "dpmsolver-sde":
             return DPMSolverMultistepScheduler(
                 **{k: v for k, v in SCHEDULER_CONFIG.items() if k != "clip_sample"},
                 algorithm_type="sde-dpmsolver++", solver_order=1, timestep_spacing="trailing",
             )
         else:
-            raise ValueError(f"unknown scheduler {kind!r}; choose ddim, ddpm or dpmsolver-sde")
+            raise ValueError(f"unknown scheduler {kind!r}; choose ddim, ddpm, dpmsolver-sde or heun")
         # The cosine schedule reaches alpha_bar ~ 1e-9 at t = 999, where DDIM's
         # sqrt(1 - alpha_prev - sigma^2) underflows to sqrt(negative) in float32. The scalar
         # coefficients are computed in float64; latents stay float32.

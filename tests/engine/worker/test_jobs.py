@@ -5,6 +5,7 @@ import struct
 import sys
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -348,3 +349,20 @@ def test_model_choice_is_checked_and_keys_the_cache(tmp_path):
     from_folder, load_s = cache.get("cpu", None, path=copy)
     assert from_folder is not bundled and load_s > 0  # another folder: another model
     assert cache.get("cpu", None, path=copy) == (from_folder, 0.0)
+
+
+def test_a_shap_e_folder_runs_a_generate_job_and_keys_the_cache(tmp_path, tiny_shap_e):
+    from engine.models.shap_e.model import ShapEModel
+
+    cache = ModelCache()
+    shap_e, load_s = cache.get("cpu", None, name="shap-e", path=tiny_shap_e)
+    assert isinstance(shap_e, ShapEModel) and load_s > 0
+    embedded, _ = cache.get("cpu", None)
+    assert not isinstance(embedded, ShapEModel)  # another model: another entry
+
+    out = tmp_path / "out"
+    data = jobs.run_generate({"prompt": "a wooden chair", "seed": 3, "count": 2, "steps": 2, "scheduler": "heun",
+                              "out_dir": str(out), "model": "shap-e", "model_path": str(tiny_shap_e)},
+                             JobContext("j", lambda m: None))
+    assert [a["seed"] for a in data["assets"]] == [3, 4] and all(a["vertices"] > 0 for a in data["assets"])
+    assert all(Path(a["glb_path"]).is_file() for a in data["assets"])
