@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .models import prompt_rules
+from .models import check_scheduler, prompt_rules
 from .names import METHODS, MODELS, RENDERERS, SCHEDULERS
 from .params import MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int
 
@@ -195,6 +195,7 @@ def cmd_generate(args) -> int:
     from .pipeline import generate
 
     prompt_rules(args.model).validate([args.prompt])  # before anything is loaded or written
+    check_scheduler(args.model, args.scheduler)
     prompt = args.prompt
     check_int("--count", args.count, 1, MAX_COUNT)
     check_float("--adapter-weight", args.adapter_weight, 0.0, MAX_ADAPTER_WEIGHT)

@@ -9,7 +9,7 @@ SCHEDULER_ITEMS = (
     ("ddim", "DDIM", "DDIM with eta 1 (stochastic), the paper's sampler"),
     ("ddpm", "DDPM", "Ancestral DDPM sampling"),
     ("dpmsolver-sde", "SDE-DPM-Solver++", "First-order SDE-DPM-Solver++"),
-    ("heun", "Heun", "Second-order Heun, deterministic (Shap-E's own sampler); generation only, not alignment"),
+    ("heun", "Heun", "Shap-E only: its own second-order, deterministic sampler; generation only, not alignment"),
 )
 METHOD_ITEMS = (
     ("nabla", "Nabla-R2D3", "Reward gradients matched against the sampler's scores (the paper's method)"),

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from engine.data.grammar import COLOURS, all_colour_shape_prompts  # noqa: E402
 from engine.fileio import write_bytes  # noqa: E402
 from engine.geometry.evaluate import confusion_matrix, evaluate, format_confusion_matrix  # noqa: E402
-from engine.models import load_model  # noqa: E402
+from engine.models import load_model, model_spec  # noqa: E402
 from engine.pipeline import generate  # noqa: E402
 from engine.sampling.sampler import SamplerConfig  # noqa: E402
 
@@ -33,7 +33,7 @@ def measure(model, args, guidance: float | None) -> dict:
     """Generate and judge the 48 x ``args.seeds`` assets at ``guidance``; accuracies, matrices, floaters."""
     prompts = [p.text for p in all_colour_shape_prompts() for _ in range(args.seeds)]
     seeds = [args.first_seed + i for _ in all_colour_shape_prompts() for i in range(args.seeds)]
-    sampler = SamplerConfig(steps=args.steps, guidance=guidance, eta=args.eta).for_model(model)
+    sampler = SamplerConfig(steps=args.steps, guidance=guidance, scheduler=args.scheduler, eta=args.eta).for_model(model)
     t0 = time.perf_counter()
     result = generate(model, prompts, seeds, sampler)
     gen_s = time.perf_counter() - t0
@@ -51,9 +51,10 @@ def report(m: dict, args) -> str:
     return "\n".join([
         "# Embedded model: prompt fidelity",
         "",
-        f"Command: `.venv/bin/python scripts/evaluate_embedded.py --seeds {args.seeds}` "
+        f"Command: `.venv/bin/python scripts/evaluate_embedded.py --seeds {args.seeds}"
+        f"{'' if args.scheduler == 'ddim' else ' --scheduler ' + args.scheduler}` "
         f"({len(reports)} assets: 48 colour x shape prompts x {args.seeds} seeds from {args.first_seed}; "
-        f"{args.steps} DDIM steps, guidance {m['guidance']:g}).",
+        f"{args.steps} {args.scheduler} steps, guidance {m['guidance']:g}).",
         "",
         f"- shape accuracy: **{shapes.accuracy * 100:.1f}%** ({shapes.correct}/{shapes.total})",
         f"- colour accuracy: **{colours.accuracy * 100:.1f}%** ({colours.correct}/{colours.total})",
@@ -93,6 +94,7 @@ def main() -> None:
                         help="one value or several (a sweep); default: the model's default_guidance")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eta", type=float, default=1.0)
+    parser.add_argument("--scheduler", choices=model_spec("embedded").schedulers, default="ddim")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the report as Markdown")
     args = parser.parse_args()

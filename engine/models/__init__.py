@@ -28,6 +28,7 @@ class ModelSpec:
     prompts: PromptRules
     bundled: bool  # ships with the extension: ``path`` is optional
     hub_id: str | None = None  # found in the Hugging Face cache when no ``path`` is given
+    schedulers: tuple[str, ...] = ("ddim", "ddpm", "dpmsolver-sde")  # it generates with (names.SCHEDULERS)
     alignment: AlignmentDefaults = AlignmentDefaults()  # its tuned beta and learning rates
 
 
@@ -35,7 +36,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "embedded": ModelSpec("embedded", ".embedded.model:EmbeddedModel", Grammar(), bundled=True,
                           alignment=EMBEDDED_ALIGNMENT),
     "shap-e": ModelSpec("shap-e", ".shap_e.model:ShapEModel", OpenText(), bundled=False, hub_id="openai/shap-e",
-                        alignment=SHAP_E_ALIGNMENT),
+                        schedulers=("heun", "ddim", "ddpm", "dpmsolver-sde"), alignment=SHAP_E_ALIGNMENT),
 }
 assert tuple(REGISTRY) == MODELS, "engine/names.py MODELS and the registry must list the same models"
 
@@ -65,6 +66,13 @@ def model_spec(name: str) -> ModelSpec:
 def prompt_rules(name: str) -> PromptRules:
     """The prompt rules of model ``name``, without loading it."""
     return model_spec(name).prompts
+
+
+def check_scheduler(name: str, scheduler: str) -> None:
+    """A ValueError unless model ``name`` generates with ``scheduler`` (checked before it loads)."""
+    offered = model_spec(name).schedulers
+    if scheduler not in offered:
+        raise ValueError(f"model {name!r} samples with {', '.join(offered)}, not {scheduler!r}")
 
 
 def load_model(name: str = "embedded", path: str | Path | None = None, device: "str | torch.device" = "cpu"):

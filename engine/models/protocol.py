@@ -1,7 +1,8 @@
 """The model protocol: what the sampler, renderer, rewards and aligner may assume about a model.
 
-A *3D-native latent diffusion model* is five parts. The embedded model implements them now;
-DiffSplat and Shap-E are meant to implement them later without the rest of the engine changing.
+A *3D-native latent diffusion model* is five parts. The embedded model and Shap-E
+(``engine/models/shap_e``, docs/backbones.md) implement them; DiffSplat is meant to implement them
+next without the rest of the engine changing.
 
 1. **Prompt encoder** -- ``encode_prompts(list[str]) -> PromptEmbeds`` and
    ``unconditional_embeds(batch) -> PromptEmbeds`` (the embedding classifier-free guidance
@@ -19,8 +20,11 @@ DiffSplat and Shap-E are meant to implement them later without the rest of the e
    names the timestep-embedding and AdaLN layers (adapted too with ``AlignConfig.lora_conditioning``). (DiffSplat: UNet2DCondition /
    PixArt / SD3 transformers with Plücker channels concatenated inside ``denoise``; Shap-E:
    PriorTransformer.)
-3. **Scheduler** -- ``make_scheduler(kind)`` returns a fresh diffusers scheduler ("ddim",
-   "ddpm", "dpmsolver-sde") configured for this model; ``prediction_type`` says what the
+3. **Scheduler** -- ``make_scheduler(kind)`` returns a fresh diffusers scheduler of the kinds its
+   registry entry lists (``ModelSpec.schedulers``: "ddim", "ddpm", "dpmsolver-sde", Shap-E also
+   "heun") configured for this model; ``training_schedulers`` names those
+   whose transitions are Gaussian and stateless, the only ones the aligner samples trajectories
+   with (Heun is for generation only); ``prediction_type`` says what the
    denoiser predicts ("epsilon", "v_prediction" or "sample"); ``default_guidance`` is the
    classifier-free guidance scale the model is meant to be sampled with.
 4. **Decoder** -- ``decode(latents, detail=1.0) -> Renderable``: a differentiable map from latents to a

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..models import prompt_rules
+from ..models import check_scheduler, prompt_rules
 from ..fileio import write_json
 from ..geometry.mesh import save_npz
 from ..params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, MAX_SEED, check_device,
@@ -137,6 +137,10 @@ class GenerateParams:
         scheduler = check_str("scheduler", params.get("scheduler", "ddim"))
         if scheduler not in SCHEDULERS:
             raise BadInput(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+        try:
+            check_scheduler(model, scheduler)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
         adapter = check_str("adapter", params.get("adapter"), nullable=True)
         if adapter is not None:
             adapter = Path(adapter).expanduser()

@@ -54,6 +54,10 @@ def test_cli_generates_from_a_weights_folder_and_names_a_wrong_one(tmp_path, cap
     assert list((tmp_path / "out").glob("*.glb"))
     assert main([*args, "--model-path", str(tmp_path / "empty"), "--out", str(tmp_path / "out2")]) == 1
     assert "embedded model weights not found in" in capsys.readouterr().err
+    # Heun is Shap-E's sampler; the embedded model's cosine schedule makes it diverge: refused up front.
+    assert main([*args, "--scheduler", "heun", "--out", str(tmp_path / "out3")]) == 2
+    assert "model 'embedded' samples with ddim, ddpm, dpmsolver-sde, not 'heun'" in capsys.readouterr().err
+    assert not (tmp_path / "out3").exists()
 
 
 def test_alignment_defaults_come_from_the_models_own_tuning(monkeypatch, tmp_path):

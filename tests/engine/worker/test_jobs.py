@@ -49,6 +49,7 @@ def test_prompt_outside_vocabulary_lists_the_vocabulary(tmp_path):
         ({"eta": 2.0}, "eta must be in"),
         ({"eta": None}, "eta must be a finite number"),
         ({"scheduler": "euler"}, "scheduler must be one of ddim, ddpm, dpmsolver-sde"),
+        ({"scheduler": "heun"}, "model 'embedded' samples with ddim, ddpm, dpmsolver-sde, not 'heun'"),
         ({"adapter": "/no/such/adapter.safetensors"}, "existing adapter"),
         ({"stpes": 4}, "unknown parameter(s) stpes"),
         ({"prompt": 3}, "prompt must be a string"),

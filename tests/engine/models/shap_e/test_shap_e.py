@@ -146,3 +146,29 @@ def test_cli_generates_aligns_and_reloads_the_adapter(tiny_shap_e, tmp_path, cap
                  "--sampling-steps", "2", "--eval-seeds", "1", "--out", str(tmp_path / "emb")]) == 0
     assert main([*gen, "--out", str(tmp_path / "y"), "--adapter", str(tmp_path / "emb" / "adapter")]) == 2
     assert "trained for model 'embedded', not 'shap-e'" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("method", ["nabla", "ddpo", "refl", "draft"])
+def test_every_method_trains_on_shap_e_with_a_combined_reward(method, tiny_shap_e, tmp_path):
+    """One round of each method on a weighted reward; the job around it is the CLI test's."""
+    from engine.align.config import AlignConfig
+    from engine.align.lora import load_adapter
+    from engine.align.trainer import Aligner
+    from engine.align.objective import RenderedReward
+    from engine.rewards.registry import build_reward_expression
+
+    model = load_model("shap-e", tiny_shap_e)
+    config = AlignConfig.from_dict({"method": method, "steps": 1, "trajectories": 2, "orbit": {"views": 1},
+                                    "render": {"resolution": 8, "samples": 8}, "sampler": {"steps": 2}})
+    reward = build_reward_expression("0.5*dnc + palette", {"palette": {"palette": "red"}})
+    aligner = Aligner(model, RenderedReward(model, reward, config.orbit, config.render, config.image_noise),
+                      ["a wooden chair"], config)
+    before = {k: v.clone() for k, v in model.denoiser.state_dict().items() if "lora_B" in k}
+    (record,) = aligner.run()
+    assert torch.isfinite(torch.tensor(record["reward_mean"]))
+    moved = [k for k, v in model.denoiser.state_dict().items() if "lora_B" in k and not torch.equal(v, before[k])]
+    assert moved, f"{method} left every LoRA weight where it was"
+    aligner.save_adapter(tmp_path / "adapter", {})
+    fresh = load_model("shap-e", tiny_shap_e)
+    load_adapter(fresh, tmp_path / "adapter")
