@@ -1,5 +1,8 @@
 """Fixtures every test folder shares.
 
+``assert_reward_gradient``: checks the aligner's reward gradient at a state against central finite
+differences along two random directions (call it on float64 models).
+
 ``tiny_shap_e``: a Shap-E folder as ``ShapEPipeline.save_pretrained`` writes it, with tiny, randomly
 initialised components of diffusers' and transformers' own classes (the sizes of diffusers' own
 Shap-E pipeline tests) and a character-level CLIP tokenizer made here: no weights can be
@@ -98,3 +101,22 @@ def _give_surfaces(renderer, latents: int = 8) -> None:
 def tiny_shap_e(tmp_path_factory) -> Path:
     """The folder of a tiny random Shap-E (see the module docstring); read-only by convention."""
     return build_tiny_shap_e(tmp_path_factory.mktemp("shap-e") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def assert_reward_gradient():
+    import torch
+
+    from engine.align.methods import reward_and_gradient
+
+    def check(ctx, chunk, x, k: int, grad) -> None:
+        for seed in range(2):
+            v = torch.randn(x.shape, generator=torch.Generator().manual_seed(10 + seed), dtype=torch.float64)
+            eps = 1e-5
+            r_plus, _, _ = reward_and_gradient(ctx, chunk, x + eps * v, k)
+            r_minus, _, _ = reward_and_gradient(ctx, chunk, x - eps * v, k)
+            fd = float((r_plus - r_minus).sum()) / (2 * eps)
+            analytic = float((grad * v).sum())
+            assert abs(analytic - fd) <= 1e-4 * abs(fd) + 1e-7, (analytic, fd)
+
+    return check

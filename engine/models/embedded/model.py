@@ -23,6 +23,7 @@ from .. import model_spec
 from ..errors import ModelLoadError
 from ..prompts import ChecksPrompts
 from ..protocol import PromptEmbeds
+from ..schedulers import with_float64_alphas
 from .autoencoder import AutoencoderConfig, FieldAutoencoder
 from .denoiser import DenoiserConfig, LatentTransformer3D
 from .text import SlotTextEncoder
@@ -140,13 +141,7 @@ class EmbeddedModel(ChecksPrompts):
             # No Heun: on this cosine schedule sigma_max is 2e4, and Heun's correction after the first
             # step (to sigma 13) multiplies its error by that ratio (measured: latents 170x off).
             raise ValueError(f"unknown scheduler {kind!r}; the embedded model samples with ddim, ddpm or dpmsolver-sde")
-        # The cosine schedule reaches alpha_bar ~ 1e-9 at t = 999, where DDIM's
-        # sqrt(1 - alpha_prev - sigma^2) underflows to sqrt(negative) in float32. The scalar
-        # coefficients are computed in float64; latents stay float32.
-        scheduler.alphas_cumprod = scheduler.alphas_cumprod.double()
-        if hasattr(scheduler, "final_alpha_cumprod"):
-            scheduler.final_alpha_cumprod = scheduler.final_alpha_cumprod.double()
-        return scheduler
+        return with_float64_alphas(scheduler)
 
     def decode(self, latents: torch.Tensor, detail: float = 1.0, resolution: int | None = None) -> SDFGrid:
         """latents (B, 4, 8, 8, 8) in diffusion scale -> SDFGrid at ``resolution`` voxels a side

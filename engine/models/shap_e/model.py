@@ -34,6 +34,7 @@ from .. import model_spec
 from ..errors import ModelLoadError
 from ..prompts import ChecksPrompts
 from ..protocol import PromptEmbeds
+from ..schedulers import with_float64_alphas
 from .field import ShapEField
 
 HUB_ID = "openai/shap-e"
@@ -154,11 +155,7 @@ class ShapEModel(ChecksPrompts):
             scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=1)
         else:
             raise ValueError(f"unknown scheduler {kind!r}; Shap-E samples with heun, ddim, ddpm or dpmsolver-sde")
-        # DDIM's sqrt(1 - alpha_prev - sigma^2) is computed in float64 (alpha_bar reaches exp(-12)).
-        scheduler.alphas_cumprod = scheduler.alphas_cumprod.double()
-        if hasattr(scheduler, "final_alpha_cumprod"):
-            scheduler.final_alpha_cumprod = scheduler.final_alpha_cumprod.double()
-        return scheduler
+        return with_float64_alphas(scheduler)
 
     def _betas(self) -> torch.Tensor:
         from diffusers import HeunDiscreteScheduler

@@ -51,18 +51,7 @@ def _palette_setup(**config):
     return model, scheduler, ctx, chunk
 
 
-def _fd_check(ctx, chunk, x, k, g):
-    for seed in range(2):
-        v = torch.randn(x.shape, generator=torch.Generator().manual_seed(10 + seed), dtype=torch.float64)
-        eps = 1e-5
-        r_plus, _, _ = reward_and_gradient(ctx, chunk, x + eps * v, k)
-        r_minus, _, _ = reward_and_gradient(ctx, chunk, x - eps * v, k)
-        fd = float((r_plus - r_minus).sum()) / (2 * eps)
-        analytic = float((g * v).sum())
-        assert abs(analytic - fd) <= 1e-4 * abs(fd) + 1e-7, (analytic, fd)
-
-
-def test_reward_gradient_through_denoiser_decoder_renderer_matches_finite_differences():
+def test_reward_gradient_through_denoiser_decoder_renderer_matches_finite_differences(assert_reward_gradient):
     model, scheduler, ctx, chunk = _palette_setup()
     x = torch.randn(1, *model.latent_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 0.5
     k = 12  # an intermediate state: the gradient runs through the denoiser's clean prediction
@@ -70,10 +59,10 @@ def test_reward_gradient_through_denoiser_decoder_renderer_matches_finite_differ
     assert g.dtype == torch.float64 and g.abs().sum() > 0
     a = float(scheduler.alphas_cumprod[int(scheduler.timesteps[k])])
     assert abs(w - a ** 0.5) < 1e-12
-    _fd_check(ctx, chunk, x, k, g)
+    assert_reward_gradient(ctx, chunk, x, k, g)
 
 
-def test_cheap_intermediate_reward_gradients_are_exact_for_their_detail_and_leave_the_terminal_state_alone():
+def test_cheap_intermediate_reward_gradients_are_exact_for_their_detail_and_leave_the_terminal_state_alone(assert_reward_gradient):
     """intermediate_detail / intermediate_views coarsen only the states before the terminal one; the
     batched call equals one call per state, and the coarse gradient is still the gradient (FD)."""
     model, scheduler, full, chunk = _palette_setup()
@@ -88,7 +77,7 @@ def test_cheap_intermediate_reward_gradients_are_exact_for_their_detail_and_leav
     assert torch.allclose(r[:1], r_in) and torch.allclose(g[:1], g_in)
     r_full, g_full, _ = reward_gradients(full, chunk, x, [12])
     assert not torch.allclose(g_in, g_full)  # coarser decode and render: a different (cheaper) estimate
-    _fd_check(cheap, chunk, x, 12, g_in)
+    assert_reward_gradient(cheap, chunk, x, 12, g_in)
 
 
 def test_intermediate_detail_is_validated():
