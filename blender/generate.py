@@ -8,7 +8,7 @@ from pathlib import Path
 
 import bpy
 
-from ..engine.models import prompt_rules
+from ..engine.models import check_scheduler, prompt_rules
 from . import paths, scene_import
 from .jobs import Job
 
@@ -61,10 +61,13 @@ def model_params(prefs) -> dict:
     return {"model": prefs.model_kind, "model_path": folder}
 
 
+def model_kind(prefs) -> str:
+    return prefs.model_kind if prefs.model_source == 'LOCAL' else "embedded"
+
+
 def vocabulary(prefs) -> str | None:
     """The prompts the chosen model takes, for people (engine/models/prompts.py); None: open text."""
-    kind = prefs.model_kind if prefs.model_source == 'LOCAL' else "embedded"
-    return prompt_rules(kind).vocabulary()
+    return prompt_rules(model_kind(prefs)).vocabulary()
 
 
 def device_params(prefs) -> dict:
@@ -85,6 +88,10 @@ def generate_params(req: GenerateRequest, prefs, out_dir: Path) -> dict:
     """The worker's ``generate`` params (docs/worker_protocol.md)."""
     if not req.prompt:
         raise JobSetupError("Enter a prompt, e.g. \"a red cube\"")
+    try:
+        check_scheduler(model_kind(prefs), req.scheduler)  # Heun is Shap-E's only: say so before any job starts
+    except ValueError as exc:
+        raise JobSetupError(f"{exc}: choose another Sampler") from None
     params = {
         "prompt": req.prompt,
         "count": int(req.count),

@@ -178,8 +178,12 @@ def test_generate_params_follow_the_settings(gen, prefs):
         s.adapter = "missing"
         with pytest.raises(generate.JobSetupError, match="Adapter 'missing' is not in"):
             generate.generate_params(generate.GenerateRequest.from_settings(s), prefs, Path("/tmp/out"))
+        s.adapter, s.scheduler = "", "heun"  # Shap-E's sampler: the embedded model cannot take it
+        with pytest.raises(generate.JobSetupError, match="model 'embedded' samples with ddim, ddpm, dpmsolver-sde, "
+                                                          "not 'heun': choose another Sampler"):
+            generate.generate_params(generate.GenerateRequest.from_settings(s), prefs, Path("/tmp/out"))
     finally:
-        for name in ("use_guidance", "guidance", "adapter"):
+        for name in ("use_guidance", "guidance", "adapter", "scheduler"):
             s.property_unset(name)
         prefs.property_unset("device")
 
