@@ -140,7 +140,8 @@ class EmbeddedModel(ChecksPrompts):
         else:
             # No Heun: on this cosine schedule sigma_max is 2e4, and Heun's correction after the first
             # step (to sigma 13) multiplies its error by that ratio (measured: latents 170x off).
-            raise ValueError(f"unknown scheduler {kind!r}; the embedded model samples with ddim, ddpm or dpmsolver-sde")
+            raise ValueError(f"unknown scheduler {kind!r}; the embedded model samples with "
+                             f"{', '.join(model_spec(self.name).schedulers)}")
         return with_float64_alphas(scheduler)
 
     def decode(self, latents: torch.Tensor, detail: float = 1.0, resolution: int | None = None) -> SDFGrid:

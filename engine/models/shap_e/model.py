@@ -154,7 +154,7 @@ class ShapEModel(ChecksPrompts):
         elif kind == "dpmsolver-sde":
             scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=1)
         else:
-            raise ValueError(f"unknown scheduler {kind!r}; Shap-E samples with heun, ddim, ddpm or dpmsolver-sde")
+            raise ValueError(f"unknown scheduler {kind!r}; Shap-E samples with {', '.join(model_spec(self.name).schedulers)}")
         return with_float64_alphas(scheduler)
 
     def _betas(self) -> torch.Tensor:

@@ -148,14 +148,13 @@ def test_cli_generates_aligns_and_reloads_the_adapter(tiny_shap_e, tmp_path, cap
     assert "trained for model 'embedded', not 'shap-e'" in capsys.readouterr().err
 
 
-
 @pytest.mark.parametrize("method", ["nabla", "ddpo", "refl", "draft"])
 def test_every_method_trains_on_shap_e_with_a_combined_reward(method, tiny_shap_e, tmp_path):
     """One round of each method on a weighted reward; the job around it is the CLI test's."""
     from engine.align.config import AlignConfig
     from engine.align.lora import load_adapter
-    from engine.align.trainer import Aligner
     from engine.align.objective import RenderedReward
+    from engine.align.trainer import Aligner
     from engine.rewards.registry import build_reward_expression
 
     model = load_model("shap-e", tiny_shap_e)
