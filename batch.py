@@ -14,7 +14,10 @@ what an artist gets. Written under ``--out``:
 * ``batch_log.json``: arguments, per prompt the objects, files, vertex counts, timings or the error.
 
 Exit code 0 when every prompt succeeded, 1 when one failed (the others still run), 2 for bad
-arguments. When no .blend was opened, the startup scene's objects are removed first.
+arguments. Arguments are checked before anything is written, with the engine's own checks
+(``engine/params.py``, the chosen model's prompt rules) and the Generate panel's limits, so a bad
+prompt, a number out of range or a broken ``--engine-python`` exits 2 with one message and no files.
+When no .blend was opened, the startup scene's objects are removed first.
 """
 from __future__ import annotations
 
@@ -59,7 +62,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--adapter", type=Path, help="a LoRA adapter folder to generate with")
     p.add_argument("--adapter-weight", type=float, default=1.0)
     p.add_argument("--engine-python", help="Python with torch that runs the engine (default: as in the preferences)")
-    p.add_argument("--device", choices=("AUTO", "CPU", "CUDA", "MPS"), help="compute device of the engine")
+    p.add_argument("--device", type=str.lower, choices=("auto", "cpu", "cuda", "mps"),
+                   help="compute device of the engine, spelt as for the CLI (default: as in the preferences)")
     p.add_argument("--model", choices=NAMES.MODELS, help="which model (default: as in the preferences)")
     p.add_argument("--model-path", type=Path, help="folder of the model's weights (default: its bundled weights)")
     p.add_argument("--spacing", type=float, default=2.5, help="grid spacing in Blender units")
@@ -73,6 +77,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             args.prompt += [ln.strip() for ln in args.prompts_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as exc:
             p.error(f"cannot read --prompts-file: {exc}")
+        except UnicodeDecodeError as exc:
+            p.error(f"--prompts-file {args.prompts_file} is not UTF-8 text (byte {exc.start}): save it as UTF-8")
     if not args.prompt:
         p.error("give at least one --prompt (or --prompts-file)")
     for name, low in (("count", 1), ("steps", 1), ("seed", 0), ("resolution", 8), ("samples", 1)):
@@ -80,12 +86,43 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"--{name} must be >= {low}")
     if args.count > 64:
         p.error("--count must be <= 64 (run the prompt again with another --seed for more)")
-    if args.spacing <= 0:
-        p.error("--spacing must be > 0")
     if args.adapter and not (args.adapter / "adapter_config.json").is_file():
         p.error(f"--adapter {args.adapter} is not an adapter folder (no adapter_config.json)")
+    if args.engine_python:
+        python = Path(args.engine_python).expanduser()
+        if not python.exists():
+            p.error(f"--engine-python {python} does not exist")
+        if python.is_dir():
+            p.error(f"--engine-python {python} is a folder; give the Python interpreter in it (e.g. .venv/bin/python)")
+        if not os.access(python, os.X_OK):
+            p.error(f"--engine-python {python} is not executable")
+        args.engine_python = str(python)
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is a file; give a folder")
     args.out = args.out.resolve()
     return args
+
+
+def check_against_addon(args, addon, prefs, settings) -> None:
+    """Refuse (ValueError, one line) what only the add-on can judge, before anything is written:
+    the numbers against the Generate panel's own limits (read off its properties, so the two cannot
+    drift apart) with the engine's checks, every prompt against the chosen model's prompt rules and
+    sampler, and the engine Python. ``prefs`` already carry ``--model``/``--engine-python``."""
+    params = importlib.import_module(f"{addon.__name__}.engine.params")
+    models = importlib.import_module(f"{addon.__name__}.engine.models")
+    rna = settings.bl_rna.properties
+    for name, check, value in (("count", params.check_int, args.count), ("steps", params.check_int, args.steps),
+                               ("adapter_weight", params.check_float, args.adapter_weight),
+                               ("spacing", params.check_float, args.spacing)):
+        check(f"--{name.replace('_', '-')}", value, rna[name].hard_min, rna[name].hard_max)
+    params.check_float("--guidance", args.guidance, rna["guidance"].hard_min, rna["guidance"].hard_max, nullable=True)
+    model = addon.blender.generate.model_kind(prefs)
+    models.check_scheduler(model, args.scheduler)
+    models.prompt_rules(model).validate(args.prompt)
+    if args.engine_python:
+        ok, detail = addon.blender.engine_python.check_python(args.engine_python)
+        if not ok:
+            raise ValueError(f"--engine-python {args.engine_python} cannot run the engine: {detail}")
 
 
 # -- the add-on -----------------------------------------------------------------------------------
@@ -208,7 +245,6 @@ def render_assets(scene, records: list[dict], out: Path, args) -> None:
 def run(args) -> int:
     t_start = time.perf_counter()
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     addon, registered_here = load_addon()
     entry = preferences_entry(addon)
     prefs = entry.preferences
@@ -219,13 +255,24 @@ def run(args) -> int:
     if args.engine_python:
         prefs.engine_python = args.engine_python
     if args.device:
-        prefs.device = args.device
+        prefs.device = args.device.upper()
     if args.model_path:
         prefs.model_source, prefs.model_path = "LOCAL", str(args.model_path.expanduser().resolve())
         prefs.model_kind = args.model or prefs.model_kind
     elif args.model:
         prefs.model_source, prefs.model_kind = ("EMBEDDED", args.model) if args.model == "embedded" else ("LOCAL", args.model)
     scene = bpy.context.scene
+    try:
+        check_against_addon(args, addon, prefs, scene.nabla_r2d3)
+    except ValueError as exc:
+        print(f"batch.py: error: {exc}", file=sys.stderr)
+        for k, v in saved_prefs.items():
+            setattr(prefs, k, v)
+        if registered_here:
+            addon.unregister()
+            bpy.context.preferences.addons.remove(entry)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
     if not bpy.data.filepath:  # the startup file: start from an empty scene
         bpy.data.batch_remove([o for o in scene.objects])
     s = scene.nabla_r2d3

@@ -106,8 +106,15 @@ def adapter_name_for(s, params: dict, existing: set[str]) -> str:
     return name
 
 
+def _mean(value) -> float | None:
+    mean = value.get("mean") if isinstance(value, dict) else None
+    return float(mean) if isinstance(mean, (int, float)) and not isinstance(mean, bool) else None
+
+
 class AlignApplier:
-    """Copies the trained adapter (and its curve, sheets, log) into the adapters folder, selects it."""
+    """Copies the trained adapter (and its curve, sheets, log) into the adapters folder and selects it
+    for Generate, unless the held-out reward fell: then the previous selection stays, and ``warning``
+    says so (the job manager shows it in a popup as well as in the Jobs panel)."""
 
     COPIED = (("reward_curve", "reward_curve.png"), ("before", "before.png"), ("after", "after.png"),
               ("log", "align_log.jsonl"), ("report", "report.json"))
@@ -125,6 +132,11 @@ class AlignApplier:
         self.data, self.prefs, self.scene_name, self.name, self.meta = data, prefs, scene_name, name, meta
         self.dest: Path | None = None
         self.applied: dict = {}
+        self.before, self.after = _mean(data.get("reward_before")), _mean(data.get("reward_after"))
+        # Held-out reward lower after training than before: the adapter made things worse on the
+        # seeds it was measured on, so Generate keeps what it had (the user may still load it).
+        self.reward_fell = self.before is not None and self.after is not None and self.after < self.before
+        self.warning = ""
 
     @staticmethod
     def _resolve(value: str, out_dir: Path | None) -> Path:
@@ -146,7 +158,8 @@ class AlignApplier:
             for key in ("reward_before", "reward_after"):
                 if isinstance(self.data.get(key), dict):
                     scalars[key] = self.data[key].get("mean")
-            meta = {**self.meta, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "files": copied, "result": scalars}
+            meta = {**self.meta, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "files": copied, "result": scalars,
+                    "selected_for_generate": not self.reward_fell}
             (tmp / "nabla_r2d3.json").write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
             dest = folder / self.name
             os.rename(tmp, dest)  # fails rather than overwrite if the name was taken meanwhile
@@ -164,7 +177,8 @@ class AlignApplier:
         from . import adapters
 
         scene = bpy.data.scenes.get(self.scene_name)
-        if scene is not None:
+        previous = scene.nabla_r2d3.adapter if scene is not None else ""
+        if scene is not None and not self.reward_fell:
             scene.nabla_r2d3.adapter = self.name
         wm = bpy.context.window_manager
         adapters.refresh(wm, self.prefs)
@@ -176,11 +190,13 @@ class AlignApplier:
             if path.is_file():
                 item = state.previews.add()
                 item.name, item.path, item.job = label, str(path), self.name
-        self.applied = {"adapter": self.name, "path": str(self.dest)}
-        before, after = self.data.get("reward_before"), self.data.get("reward_after")
-        change = ""
-        if isinstance(before, dict) and isinstance(after, dict):
-            change = f" (reward {before.get('mean', 0):.4g} -> {after.get('mean', 0):.4g})"
+        self.applied = {"adapter": self.name, "path": str(self.dest), "selected": not self.reward_fell}
+        change = f" (reward {self.before:.4g} -> {self.after:.4g})" if self.before is not None and self.after is not None else ""
+        if self.reward_fell:
+            kept = f"adapter '{previous}'" if previous else "the base model"
+            self.warning = (f"Saved adapter '{self.name}' but did not select it: the held-out reward fell{change}. "
+                            f"Generate keeps {kept}; load '{self.name}' from the Adapters panel to use it anyway")
+            return self.warning
         return f"Saved adapter '{self.name}' and selected it for Generate{change}"
 
 

@@ -332,6 +332,8 @@ class JobManager:
                     job.applied = dict(getattr(applier, "applied", {}))
                     self.applier = None
                     self._end(job, "done", summary)
+                    if getattr(applier, "warning", ""):  # done, but with news the user must not miss
+                        self._popup(applier.warning, icon='INFO')
                     return POLL_INTERVAL_S if self.queue else 0.0
                 if time.perf_counter() >= t_end:
                     return 0.0
@@ -472,7 +474,7 @@ class JobManager:
         if changed:
             _redraw_sidebars()
 
-    def _popup(self, text: str) -> None:
+    def _popup(self, text: str, icon: str = 'ERROR') -> None:
         if self.sync or bpy.app.background:
             return
         wm = bpy.context.window_manager
@@ -486,7 +488,7 @@ class JobManager:
         try:
             # Timers run without a window in their context; a popup needs one.
             with bpy.context.temp_override(window=wm.windows[0]):
-                wm.popup_menu(draw, title="Nabla-R2D3", icon='ERROR')
+                wm.popup_menu(draw, title="Nabla-R2D3", icon=icon)
         except Exception:  # noqa: BLE001 - no window to show it in: the Jobs panel still has it
             pass
 

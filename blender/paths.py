@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import bpy
 
+from ..engine import naming
 from ..preferences import ADDON_ID
 
 ADAPTER_CONFIG = "adapter_config.json"  # peft's layout: a folder with this file and the weights
@@ -59,8 +59,9 @@ def new_job_dir(prefs, kind: str) -> Path:
 
 
 def slug(text: str) -> str:
-    """A file-name-safe version of ``text``: ``"A Red Cube!" -> "a_red_cube"``."""
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "adapter"
+    """A file-name-safe adapter folder name: ``"A Red Cube!" -> "a_red_cube"`` (the engine's one slug
+    function, :func:`engine.naming.slug`, with "adapter" for text with no letters or digits)."""
+    return naming.slug(text, fallback="adapter")
 
 
 @dataclass(frozen=True)

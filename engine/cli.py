@@ -16,14 +16,15 @@ vocabulary, bad option, a number out of range or not finite, a device this torch
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
 
-from .models import check_scheduler, prompt_rules
+from .models import check_scheduler, model_spec, prompt_rules
 from .names import METHODS, MODELS, RENDERERS, SCHEDULERS
-from .params import MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int
+from .naming import slug
+from .params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int,
+                     check_threads)
 
 # No colour words: the base model picks colours, and the demo's palette reward visibly tilts them.
 DEMO_PROMPTS = ("a cube", "a sphere", "a cylinder", "a cone", "a torus", "a pyramid")
@@ -73,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="first seed; asset i uses seed + i")
     gen.add_argument("--count", type=_positive_int, default=4)
     gen.add_argument("--out", required=True, type=Path)
-    gen.add_argument("--format", choices=("glb", "ply", "obj"), action="append", help="repeatable (default glb)")
+    gen.add_argument("--format", choices=("glb", "ply", "obj", "3dgs"), action="append",
+                     help="repeatable (default glb); 3dgs (splat models) also writes <name>.3dgs.ply, the Gaussians "
+                          "as a 3D Gaussian Splatting PLY, beside the meshes (glb unless another mesh format is given)")
     gen.add_argument("--adapter", type=Path, help="a LoRA adapter folder written by `align`")
     gen.add_argument("--adapter-weight", type=float, default=1.0, help="blend weight of the adapter (default 1)")
     _add_model_options(gen)
@@ -133,16 +136,13 @@ def _check_sampling(args) -> None:
     check_device(args.device)
 
 
-def _slug(prompt: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")
-
-
 def _setup(args):
     import torch
 
     from .models import load_model
     from .sampling.sampler import SamplerConfig
 
+    check_threads("--threads", args.threads)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -165,26 +165,32 @@ class _Progress:
             print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
 
-def _write_assets(assets, out: Path, formats: list[str]) -> list[dict]:
-    from .geometry.mesh import asset_name, save_mesh
+def _mesh_formats(formats: list[str] | None) -> list[str]:
+    """The mesh formats of ``--format``: those given, else glb (``--format 3dgs`` alone adds a GLB)."""
+    return [f for f in formats or [] if f != "3dgs"] or ["glb"]
 
+
+def _write_assets(assets, out: Path, formats: list[str]) -> list[dict]:
+    """Per asset: the mesh in each mesh format, and with "3dgs" its Gaussians as ``<stem>.3dgs.ply``
+    (not ``<stem>.ply``, the mesh PLY's name; viewers and add-ons look for the ``.ply`` suffix)."""
+    from .geometry.mesh import asset_name, save_mesh
+    from .geometry.splat_ply import SUFFIX, write_3dgs_ply
+
+    mesh_formats = _mesh_formats(formats)
     records = []
     for asset in assets:
         files = {}
-        for fmt in formats:
-            path = save_mesh(asset.mesh, out / f"{_slug(asset.prompt)}_seed{asset.seed}.{fmt}",
-                             name=asset_name(asset.prompt, asset.seed))
-            files[fmt] = path.name
-        records.append(
-            {
-                "prompt": asset.prompt,
-                "seed": asset.seed,
-                "file": files[formats[0]],
-                "files": files,
-                "vertices": int(len(asset.mesh.vertices)),
-                "faces": int(len(asset.mesh.faces)),
-            }
-        )
+        stem = f"{slug(asset.prompt)}_seed{asset.seed}"
+        for fmt in mesh_formats:
+            files[fmt] = save_mesh(asset.mesh, out / f"{stem}.{fmt}", name=asset_name(asset.prompt, asset.seed)).name
+        record = {"prompt": asset.prompt, "seed": asset.seed, "file": files[mesh_formats[0]], "files": files,
+                  "vertices": int(len(asset.mesh.vertices)), "faces": int(len(asset.mesh.faces))}
+        if "3dgs" in formats:
+            if asset.splats is None:
+                raise RuntimeError("--format 3dgs: the generate job kept no Gaussians for this asset")
+            files["3dgs"] = write_3dgs_ply(out / f"{stem}{SUFFIX}", asset.splats).name
+            record["gaussians"] = int(asset.splats.means.shape[1])
+        records.append(record)
     return records
 
 
@@ -196,6 +202,11 @@ def cmd_generate(args) -> int:
 
     prompt_rules(args.model).validate([args.prompt])  # before anything is loaded or written
     check_scheduler(args.model, args.scheduler)
+    formats = args.format or ["glb"]
+    representation = model_spec(args.model).representation
+    if "3dgs" in formats and representation != "splats":
+        raise ValueError(f"--format 3dgs writes Gaussian splats; model {args.model!r} makes {representation}s "
+                         "(use a splat model such as diffsplat)")
     prompt = args.prompt
     check_int("--count", args.count, 1, MAX_COUNT)
     check_float("--adapter-weight", args.adapter_weight, 0.0, MAX_ADAPTER_WEIGHT)
@@ -206,10 +217,11 @@ def cmd_generate(args) -> int:
 
         load_adapter(model, args.adapter, args.adapter_weight)
     seeds = [args.seed + i for i in range(args.count)]
-    result = generate(model, [args.prompt] * args.count, seeds, sampler, args.batch_size, progress=_Progress())
+    result = generate(model, [args.prompt] * args.count, seeds, sampler, args.batch_size, progress=_Progress(),
+                      keep_splats="3dgs" in formats)
     print(file=sys.stderr)
     t0 = time.perf_counter()
-    records = _write_assets(result.assets, args.out, args.format or ["glb"])
+    records = _write_assets(result.assets, args.out, formats)
     export_s = time.perf_counter() - t0
     t = result.timings
     manifest = {
@@ -324,6 +336,7 @@ def cmd_align(args) -> int:
     prompt_rules(args.model).validate(prompts or [])
     options = parse_option_assignments(args.option)
     build_reward_expression(args.reward, options)  # bad reward or option: exit 2 before any work
+    check_threads("--threads", args.threads)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     params = {"out_dir": str(args.out), "reward": args.reward, "reward_options": options, "method": args.method,

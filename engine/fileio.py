@@ -1,6 +1,7 @@
 """Atomic file writes: every file the engine produces appears whole or not at all; JSON is strict."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -115,3 +116,73 @@ def follow_umask(folder: str | os.PathLike) -> None:
             path = os.path.join(root, name)
             if not os.path.islink(path):
                 os.chmod(path, mode)
+
+
+class FolderBusy(ValueError):
+    """Another live process holds the folder's lock (see :func:`folder_lock`). A ValueError: the
+    CLI exits 2 and the worker answers ``bad_input``, before anything is written."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "run", lock_name: str = ".lock"):
+    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block, or raise
+    :class:`FolderBusy` at once if another process holds it.
+
+    The lock is an OS lock on an open file (``flock``; ``msvcrt.locking`` on Windows), not the file's
+    existence: the OS releases it when its holder dies, so a crashed or killed run never leaves the
+    folder stuck. On POSIX the lock file is removed on release, while still held; a process that
+    locked the removed file sees that its inode is no longer the path's and tries again. A folder
+    created here and left empty is removed again, so a run refused later (a bad reward) writes nothing.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / lock_name
+    fd = _lock_file(path, what)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # for the refusal message of the next one
+        yield path
+    finally:
+        if os.name != "nt":
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        os.close(fd)  # releases the lock
+        if created:
+            with contextlib.suppress(OSError):  # only when empty: never removes a run's files
+                folder.rmdir()
+
+
+def _lock_file(path: Path, what: str) -> int:
+    """An open descriptor of ``path`` holding its exclusive lock (see :func:`folder_lock`)."""
+    for _ in range(_TEMP_ATTEMPTS):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            _try_lock(fd)
+        except OSError:  # held by another process (BlockingIOError; PermissionError from msvcrt)
+            try:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            by = f" (process {holder})" if holder.isdigit() else ""
+            raise FolderBusy(f"{path.parent} is in use by another {what}{by}: wait for it to end, or choose another "
+                             f"folder (its lock {path.name} is released when that process exits)") from None
+        try:
+            if os.name == "nt" or os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # locked a file its holder removed on release: lock the new one
+    raise FolderBusy(f"could not lock {path} after {_TEMP_ATTEMPTS} tries")
+
+
+def _try_lock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

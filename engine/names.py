@@ -25,6 +25,7 @@ RENDERER_ITEMS = (
 MODEL_ITEMS = (
     ("embedded", "Embedded", "The small model shipped inside the extension: offline, CPU friendly"),
     ("shap-e", "Shap-E", "OpenAI's open-vocabulary text-to-3D model (diffusers); its weights from a local folder, a GPU advised"),
+    ("diffsplat", "DiffSplat", "DiffSplat-PixArt-Sigma, text to 3D Gaussians (the paper's model); its converted weights from a local folder, a GPU advised"),
 )
 
 MODELS = tuple(item[0] for item in MODEL_ITEMS)

@@ -31,6 +31,10 @@ MAX_BETA = 1e12
 # 5e-4..5e-3. On the embedded model lr 10 diverged in 3 rounds and 1e30 turned the next round's
 # trajectories into NaN before any loss existed to check (measured); 1 still trained.
 MAX_LR = 1.0
+# Held-out seeds per prompt of an alignment run: every held-out sample is drawn at once, scored from
+# fixed cameras and put in the before/after sheets; 1e9 ended in MemoryError. 64 per prompt is a
+# 256-tile sheet for four prompts.
+MAX_EVAL_SEEDS = 64
 # Weights of a reward expression set the mix between rewards (the overall scale is beta's); a weight
 # beyond float32's range turns every reward into inf.
 MAX_REWARD_WEIGHT = 1e6
@@ -115,9 +119,28 @@ def _check_typed(name: str, value, hint):
         return check_float(name, value, nullable=nullable)
     if base is str:
         return check_str(name, value, nullable=nullable)
-    if dataclasses.is_dataclass(base) and isinstance(value, dict):
-        return check_fields(name, value, base)
+    if dataclasses.is_dataclass(base) and isinstance(base, type):
+        if isinstance(value, dict):
+            return check_fields(name, value, base)
+        if not isinstance(value, base) and not (value is None and nullable):  # e.g. "sampler": "ddim" would fail as an AttributeError mid-run
+            raise BadInput(f"{name} must be an object of {base.__name__} fields, got {value!r}")
     return value  # tuples, unions of several types: left to the dataclass's own checks
+
+
+def max_threads() -> int:
+    """The most torch CPU threads a run may ask for: this machine's logical CPUs (the ones this process
+    may use, where the OS says). More only compete for the same cores; 10^9 asked the OS for 10^9 threads."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on every OS
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(name: str, value) -> int:
+    """torch CPU threads: 0 (torch's default) up to :func:`max_threads`."""
+    return check_int(name, value, 0, max_threads())
 
 
 def available_devices() -> list[str]:

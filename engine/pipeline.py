@@ -12,6 +12,7 @@ import torch
 
 from .geometry.mesh import Mesh
 from .models.protocol import DiffusionModel
+from .render.types import GaussianSplats
 from .sampling.sampler import SamplerConfig, sample
 
 
@@ -21,6 +22,7 @@ class Asset:
     seed: int
     mesh: Mesh
     latent: torch.Tensor  # (*latent_shape), the clean latent x_0
+    splats: GaussianSplats | None = None  # this asset's Gaussians (a batch of 1, CPU), when kept
 
 
 @dataclass
@@ -47,8 +49,15 @@ def generate(
     batch_size: int = 8,
     progress: Callable[[float, str], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    keep_splats: bool = False,
 ) -> GenerationResult:
-    """One asset per (prompt, seed). ``progress(fraction, message)`` is called along the way."""
+    """One asset per (prompt, seed). ``progress(fraction, message)`` is called along the way.
+
+    ``keep_splats``: also keep each asset's Gaussians (``Asset.splats``, on the CPU) for a model whose
+    ``decode`` returns :class:`GaussianSplats`; the latents are decoded once and meshed from that
+    same representation (``model.extract_meshes``). A ValueError for a model that decodes to
+    anything else (callers check ``ModelSpec.representation`` before loading it).
+    """
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     model.encode_prompts(sorted(set(prompts)))  # validate every prompt before any work
@@ -65,11 +74,25 @@ def generate(
         t0 = time.perf_counter()
         latents = sample(model, p, s, sampler, progress=step_progress, should_cancel=should_cancel).latents
         t1 = time.perf_counter()
-        meshes = model.latents_to_meshes(latents)
+        if keep_splats:
+            meshes, splats = _meshes_and_splats(model, latents)
+        else:
+            meshes, splats = model.latents_to_meshes(latents), [None] * len(latents)
         t2 = time.perf_counter()
         result.timings.sample_s += t1 - t0
         result.timings.mesh_s += t2 - t1
-        result.assets += [Asset(pp, ss, m, z) for pp, ss, m, z in zip(p, s, meshes, latents)]
+        result.assets += [Asset(pp, ss, m, z, g) for pp, ss, m, z, g in zip(p, s, meshes, latents, splats)]
         if progress is not None:
             progress((start + len(p)) / n, f"meshed {start + len(p)} of {n}")
     return result
+
+
+def _meshes_and_splats(model: DiffusionModel, latents: torch.Tensor) -> tuple[list[Mesh], list[GaussianSplats]]:
+    """Decode once; mesh the decoded Gaussians and keep them, one asset each, on the CPU."""
+    with torch.no_grad():
+        representation = model.decode(latents)
+        if not isinstance(representation, GaussianSplats):
+            raise ValueError(f"model {model.name!r} decodes to {type(representation).__name__}, not Gaussian splats")
+        meshes = model.extract_meshes(representation)
+        splats = representation.to("cpu", torch.float32)
+    return meshes, [splats[i] for i in range(len(splats))]

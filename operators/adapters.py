@@ -4,7 +4,7 @@
 import bpy
 from bpy.props import StringProperty
 
-from ..blender import adapters, paths
+from ..blender import adapters, desktop, paths
 from ..preferences import get_preferences
 
 
@@ -67,7 +67,14 @@ class NABLA_R2D3_OT_open_adapters_folder(bpy.types.Operator):
     bl_options = {'REGISTER', 'INTERNAL'}
 
     def execute(self, context):
-        return bpy.ops.wm.path_open(filepath=str(paths.adapters_dir(get_preferences(context))))
+        folder = paths.adapters_dir(get_preferences(context))
+        try:
+            desktop.open_folder(folder)
+        except desktop.OpenFolderError as exc:
+            self.report({'ERROR'}, str(exc))
+            return {'CANCELLED'}
+        self.report({'INFO'}, f"Opened {folder}")
+        return {'FINISHED'}
 
 
 classes = (NABLA_R2D3_OT_refresh_adapters, NABLA_R2D3_OT_load_adapter, NABLA_R2D3_OT_unload_adapter,

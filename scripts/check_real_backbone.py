@@ -1,7 +1,8 @@
-"""Check the engine on real Shap-E weights and a CUDA GPU: generate, then align for a few rounds.
+"""Check the engine on a real backbone's weights and a CUDA GPU: generate, then align for a few rounds.
 
     python scripts/check_real_backbone.py                       # Shap-E from the Hugging Face cache
     python scripts/check_real_backbone.py --model-path DIR      # a folder from ShapEPipeline.save_pretrained
+    python scripts/check_real_backbone.py --model diffsplat --model-path DIR   # scripts/convert_diffsplat.py's folder
     python scripts/check_real_backbone.py --method refl --reward "0.5*dnc + palette" --option palette.palette=red
 
 Prints the card, load time, seconds per asset for generation (native Heun and the aligner's DDIM),
@@ -10,7 +11,9 @@ meshes, the alignment report and its adapter go to --out. Sampling and the rewar
 autocast (the aligner's ``mixed_precision="auto"`` on CUDA); LoRA weights and the optimizer stay fp32.
 
 It skips, with exit status 0 and a line saying why, when there is no CUDA GPU or no weights (nothing
-is downloaded: `huggingface-cli download openai/shap-e --local-dir DIR` on a connected machine first).
+is downloaded: `huggingface-cli download openai/shap-e --local-dir DIR`, or for DiffSplat
+`python scripts/convert_diffsplat.py --out DIR`, on a connected machine first). Generation samples with
+each model's own sampler (Shap-E: Heun, 64 steps; DiffSplat: SDE-DPM-Solver++, 20 steps) and with DDIM.
 The project's own machines have neither, so these figures are the user's to measure.
 """
 from __future__ import annotations
@@ -27,10 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-path", type=Path, default=None, help="Shap-E folder (default: the HF cache)")
+    parser.add_argument("--model", choices=("shap-e", "diffsplat"), default="shap-e")
+    parser.add_argument("--model-path", type=Path, default=None, help="the weights' folder (Shap-E's default: the HF cache)")
     parser.add_argument("--out", type=Path, default=Path("out/check_real_backbone"))
     parser.add_argument("--prompt", action="append", default=None, help="repeatable (default: two chairs and a car)")
-    parser.add_argument("--generate-steps", type=int, default=64, help="Heun steps (ShapEPipeline's example: 64)")
+    parser.add_argument("--generate-steps", type=int, default=None,
+                        help="steps of the model's own sampler (default: Shap-E's Heun 64, DiffSplat's 20)")
     parser.add_argument("--method", default="nabla")
     parser.add_argument("--reward", default="dnc")
     parser.add_argument("--option", action="append", default=[], metavar="REWARD.OPTION=VALUE")
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("skipped: no CUDA GPU here (this check measures Shap-E on a GPU)")
+        print(f"skipped: no CUDA GPU here (this check measures {args.model} on a GPU)")
         return 0
     cuda = args.device == "cuda"
     from engine.models import load_model
@@ -68,20 +73,21 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     try:
-        model = load_model("shap-e", args.model_path, device=device)
-    except ModelLoadError as exc:
+        model = load_model(args.model, args.model_path, device=device)
+    except (ModelLoadError, ValueError) as exc:
         print(f"skipped: {exc}")
         return 0
     sync()
-    print(f"loaded Shap-E in {time.perf_counter() - t0:.1f} s; latent {tuple(model.latent_shape)}, "
-          f"prior {sum(p.numel() for p in model.denoiser.parameters()) / 1e6:.0f} M parameters")
+    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s; latent {tuple(model.latent_shape)}, "
+          f"denoiser {sum(p.numel() for p in model.denoiser.parameters()) / 1e6:.0f} M parameters")
 
     from engine.geometry.mesh import asset_name, save_mesh
     from engine.pipeline import generate
     from engine.sampling.sampler import SamplerConfig
 
     args.out.mkdir(parents=True, exist_ok=True)
-    for scheduler, steps in (("heun", args.generate_steps), ("ddim", args.sampling_steps)):
+    own, own_steps = {"shap-e": ("heun", 64), "diffsplat": ("dpmsolver-sde", 20)}[args.model]
+    for scheduler, steps in ((own, args.generate_steps or own_steps), ("ddim", args.sampling_steps)):
         reset_peak()
         sync()
         with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.rewards.registry import parse_option_assignments
 
     reset_peak()
-    params = {"out_dir": str(args.out / f"align_{args.method}"), "model": "shap-e",
+    params = {"out_dir": str(args.out / f"align_{args.method}"), "model": args.model,
               "model_path": None if args.model_path is None else str(args.model_path.expanduser().resolve()),
               "method": args.method, "reward": args.reward, "reward_options": parse_option_assignments(args.option),
               "steps": args.rounds, "trajectories": args.trajectories, "prompts": prompts, "eval_seeds": 1,

@@ -7,6 +7,8 @@ differences along two random directions (call it on float64 models).
 initialised components of diffusers' and transformers' own classes (the sizes of diffusers' own
 Shap-E pipeline tests) and a character-level CLIP tokenizer made here: no weights can be
 downloaded on the project's machines, and the loading code must still meet the real layout.
+
+``tiny_diffsplat``: the same for DiffSplat-PixArt-Sigma (``build_tiny_diffsplat``).
 """
 from __future__ import annotations
 
@@ -101,6 +103,72 @@ def _give_surfaces(renderer, latents: int = 8) -> None:
 def tiny_shap_e(tmp_path_factory) -> Path:
     """The folder of a tiny random Shap-E (see the module docstring); read-only by convention."""
     return build_tiny_shap_e(tmp_path_factory.mktemp("shap-e") / "tiny")
+
+
+def build_tiny_diffsplat(folder: Path, seed: int = 0, settings: dict | None = None) -> Path:
+    """A DiffSplat folder in the layout engine/models/diffsplat/loading.py reads, with tiny random
+    components of the real classes: PixArtTransformer2DModel (2 layers, sample_size 8, 4 + 6 input
+    channels), a 12-channel AutoencoderKL (8x8 latents -> 16x16 splatter images), a 2-layer
+    T5EncoderModel with a character-level T5 tokenizer made here, PixArt-Sigma's scheduler config,
+    and a diffsplat.json (``settings`` replaces its keys; None: short prompts and splats large enough
+    to cover pixels at the tests' tiny resolutions)."""
+    import string
+
+    import torch
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtTransformer2DModel
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    pieces += [(c, -2.0) for c in string.ascii_lowercase + string.digits]
+    unigram = Tokenizer(models.Unigram(pieces, unk_id=2))
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.decoder = decoders.Metaspace()
+    unigram.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    T5TokenizerFast(tokenizer_object=unigram, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                    extra_ids=0).save_pretrained(folder / "tokenizer")
+
+    torch.manual_seed(seed)
+    T5EncoderModel(T5Config(vocab_size=len(pieces), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+                            decoder_start_token_id=0)).save_pretrained(folder / "text_encoder")
+    PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=10, out_channels=8, num_layers=2,
+                             cross_attention_dim=16, caption_channels=32, sample_size=8, patch_size=2,
+                             norm_type="ada_norm_single", num_embeds_ada_norm=1000, attention_bias=True,
+                             activation_fn="gelu-approximate", norm_elementwise_affine=False, norm_eps=1e-6,
+                             ).save_pretrained(folder / "transformer")
+    vae = AutoencoderKL(in_channels=12, out_channels=12, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=4, sample_size=16, scaling_factor=0.5)
+    _splat_like(vae)
+    vae.save_pretrained(folder / "vae")
+    # PixArt-Sigma's betas; v-prediction (DiffSplat's image-conditioned variant's) because a random
+    # denoiser's epsilon, divided by alpha = 0.006 at t = 999, would blow the latents up.
+    DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02, prediction_type="v_prediction",
+                                solver_order=2).save_pretrained(folder / "scheduler")
+    values = {"max_token_length": 16, "scale_min": 0.02, "scale_max": 0.08, "mesh_resolution": 32}
+    (folder / "diffsplat.json").write_text(json.dumps(values if settings is None else settings))
+    return folder
+
+
+def _splat_like(vae) -> None:
+    """Make the random GSVAE's splatter images look like an object's: depths within +-0.3 of the
+    orbit radius (points near the origin, inside the scene cube) and mostly opaque Gaussians; a random
+    decoder's depths span the clamp's whole [-1, 1], half of its points outside the cube."""
+    import torch
+
+    conv = vae.decoder.conv_out
+    with torch.no_grad():
+        conv.weight[11] *= 0.1
+        conv.bias[11] = 0.0
+        conv.bias[10] += 0.8  # opacity (x + 1) / 2 mostly near 0.9
+
+
+@pytest.fixture(scope="session")
+def tiny_diffsplat(tmp_path_factory) -> Path:
+    """The folder of a tiny random DiffSplat (see build_tiny_diffsplat); read-only by convention."""
+    return build_tiny_diffsplat(tmp_path_factory.mktemp("diffsplat") / "tiny")
 
 
 @pytest.fixture(scope="session")

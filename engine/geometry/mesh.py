@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..fileio import atomic_write, write_bytes
+from ..naming import slug
 
 # Z-up (engine) -> Y-up (glTF/OBJ): rotate -90 degrees about X, i.e. (x, y, z) -> (x, z, -y).
 _Z_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64)
@@ -123,8 +124,8 @@ def asset_name(prompt: str, seed: int) -> str:
     words = re.sub(r"[^a-z0-9]+", " ", str(prompt).lower()).split()
     if len(words) > 1 and words[0] in ("a", "an", "the"):
         words = words[1:]
-    suffix = f"_seed{int(seed)}"  # kept whole: a long prompt is shortened instead
-    return _safe_name("_".join(words))[: _MAX_NAME - len(suffix)] + suffix
+    suffix = f"_seed{int(seed)}"  # kept whole: a long prompt is shortened instead (engine.naming.slug)
+    return slug(" ".join(words), fallback=_DEFAULT_NAME, max_len=_MAX_NAME - len(suffix)) + suffix
 
 
 def _safe_name(name: str | None) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..names import MODELS
+from .diffsplat.tuning import ALIGNMENT as DIFFSPLAT_ALIGNMENT
 from .embedded.tuning import ALIGNMENT as EMBEDDED_ALIGNMENT
 from .prompts import Grammar, OpenText, PromptRules
 from .shap_e.tuning import ALIGNMENT as SHAP_E_ALIGNMENT
@@ -30,6 +31,12 @@ class ModelSpec:
     hub_id: str | None = None  # found in the Hugging Face cache when no ``path`` is given
     schedulers: tuple[str, ...] = ("ddim", "ddpm", "dpmsolver-sde")  # it generates with (names.SCHEDULERS)
     alignment: AlignmentDefaults = AlignmentDefaults()  # its tuned beta and learning rates
+    # What ``decode`` returns, known before loading: "field" (a signed-distance field, meshes only) or
+    # "splats" (GaussianSplats, which ``generate --format 3dgs`` can also write as a 3DGS PLY).
+    representation: str = "field"
+    # How to get the weights folder, said when none is given (models with neither bundled weights
+    # nor a hub id).
+    weights_hint: str | None = None
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -37,6 +44,12 @@ REGISTRY: dict[str, ModelSpec] = {
                           alignment=EMBEDDED_ALIGNMENT),
     "shap-e": ModelSpec("shap-e", ".shap_e.model:ShapEModel", OpenText(), bundled=False, hub_id="openai/shap-e",
                         schedulers=("heun", "ddim", "ddpm", "dpmsolver-sde"), alignment=SHAP_E_ALIGNMENT),
+    # No hub id: the official release is not a diffusers folder; scripts/convert_diffsplat.py makes one.
+    "diffsplat": ModelSpec("diffsplat", ".diffsplat.model:DiffSplatModel", OpenText(), bundled=False,
+                           schedulers=("ddim", "ddpm", "dpmsolver-sde"), alignment=DIFFSPLAT_ALIGNMENT,
+                           representation="splats",
+                           weights_hint="assemble it from the official release with `python scripts/convert_diffsplat.py "
+                                        "--out DIR` on a connected machine"),
 }
 assert tuple(REGISTRY) == MODELS, "engine/names.py MODELS and the registry must list the same models"
 
@@ -80,7 +93,8 @@ def load_model(name: str = "embedded", path: str | Path | None = None, device: "
     Hugging Face cache) on ``device`` ("auto" allowed). Nothing is downloaded."""
     spec = model_spec(name)
     if path is None and not spec.bundled and spec.hub_id is None:
-        raise ValueError(f"model {name!r} needs the folder of its weights (--model-path)")
+        hint = f"; {spec.weights_hint}" if spec.weights_hint else ""
+        raise ValueError(f"model {name!r} needs the folder of its weights (--model-path){hint}")
     module, cls = spec.loader.split(":")
     loader = getattr(importlib.import_module(module, __package__), cls)
     device = resolve_device(device)

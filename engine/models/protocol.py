@@ -1,8 +1,8 @@
 """The model protocol: what the sampler, renderer, rewards and aligner may assume about a model.
 
-A *3D-native latent diffusion model* is five parts. The embedded model and Shap-E
-(``engine/models/shap_e``, docs/backbones.md) implement them; DiffSplat is meant to implement them
-next without the rest of the engine changing.
+A *3D-native latent diffusion model* is five parts. The embedded model, Shap-E
+(``engine/models/shap_e``) and DiffSplat (``engine/models/diffsplat``) implement them
+(docs/backbones.md).
 
 1. **Prompt encoder** -- ``encode_prompts(list[str]) -> PromptEmbeds`` and
    ``unconditional_embeds(batch) -> PromptEmbeds`` (the embedding classifier-free guidance
@@ -31,8 +31,8 @@ next without the rest of the engine changing.
    3D representation that ``engine.render`` can draw. ``detail`` in (0, 1] asks for a coarser,
    cheaper representation (a grid decoder decodes a grid that fraction as fine; a model whose
    cost does not depend on it ignores it); the aligner uses it for low-weight reward gradients. Fields (signed distance + colour, queried at
-   points) are rendered by the volume renderer; a Gaussian-splat representation (DiffSplat) would
-   bring its own splatting renderer behind the same ``render`` call.
+   points) are rendered by the volume renderer; Gaussian splats (DiffSplat's
+   ``engine.render.types.GaussianSplats``) by the splat rasteriser, behind the same ``render`` call.
 5. **Mesh extraction** -- ``extract_meshes(representation) -> list[Mesh]`` (vertex-coloured,
    engine world frame: Z up, inside [-1, 1]^3).
 

@@ -1,7 +1,8 @@
 """What renderers take and give, shared by every renderer and every reward.
 
 A model's ``decode`` returns a representation; :func:`engine.render.render` picks the renderer by
-the representation's type (:class:`SignedDistanceField` -> the volume renderer). Rewards read a
+the representation's type (:class:`SignedDistanceField` -> the volume renderer,
+:class:`GaussianSplats` -> the splat rasteriser). Rewards read a
 :class:`RenderOutput` and declare which of its channels they need (``Reward.channels``).
 """
 from __future__ import annotations
@@ -52,3 +53,49 @@ class SignedDistanceField(Protocol):
     def __len__(self) -> int: ...
 
     def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass
+class GaussianSplats:
+    """A batch of B assets of N 3D Gaussians each, in the engine's world frame (Z up, world units,
+    the asset inside [-1, 1]^3), with gsplat's conventions:
+
+    ``means`` (B, N, 3) centres; ``quats`` (B, N, 4) rotations as (w, x, y, z), normalised by the
+    rasteriser (they need not be unit here); ``scales`` (B, N, 3) standard deviations along the
+    rotated axes, world units (not logs); ``opacities`` (B, N) in [0, 1]; ``colors`` (B, N, 3)
+    sRGB in [0, 1]. All on one device in one dtype; differentiable in every field.
+    """
+
+    means: torch.Tensor
+    quats: torch.Tensor
+    scales: torch.Tensor
+    opacities: torch.Tensor
+    colors: torch.Tensor
+
+    def __post_init__(self) -> None:
+        b, n = self.means.shape[:2]
+        expected = {"means": (b, n, 3), "quats": (b, n, 4), "scales": (b, n, 3), "opacities": (b, n),
+                    "colors": (b, n, 3)}
+        for name, shape in expected.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(f"GaussianSplats.{name} must be {shape}, got {tuple(getattr(self, name).shape)}")
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.means.dtype
+
+    def __getitem__(self, index) -> "GaussianSplats":
+        """The assets ``index`` (an int keeps a batch of one, a slice or index tensor selects)."""
+        idx = slice(index, index + 1) if isinstance(index, int) else index
+        return GaussianSplats(self.means[idx], self.quats[idx], self.scales[idx], self.opacities[idx], self.colors[idx])
+
+    def to(self, device=None, dtype=None) -> "GaussianSplats":
+        return GaussianSplats(*(t.to(device=device, dtype=dtype) for t in
+                                (self.means, self.quats, self.scales, self.opacities, self.colors)))

@@ -81,8 +81,11 @@ def load_plugin_module(path: str | os.PathLike):
         spec.loader.exec_module(module)
     except BaseException as exc:
         sys.modules.pop(module_name, None)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, KeyboardInterrupt):
             raise
+        if isinstance(exc, SystemExit):  # sys.exit(0) here once ended align with exit 0 and no word
+            raise RewardPluginError(f"reward plugin {path} called sys.exit({exc.code!r}) while being imported; "
+                                    "a plugin must define reward(...), not end the process") from None
         raise RewardPluginError(f"reward plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
     return module
 
@@ -108,6 +111,9 @@ class PluginReward(Reward):
             params = None
         takes_kwargs = params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         self._extras = [k for k in ("albedo", "cameras") if params is not None and (takes_kwargs or k in params)]
+        # Every plugin is handed depth and normal, so a renderer without them (Cycles) refuses it
+        # instead of passing NaN images that it would score quietly.
+        self.channels = frozenset({"rgb", "alpha", "depth", "normal"} | ({"albedo"} if "albedo" in self._extras else set()))
         required = ("images", "alpha", "depth", "normal", "prompts")
         missing = [] if takes_kwargs else [k for k in required if k not in params]
         if missing:
@@ -130,6 +136,8 @@ class PluginReward(Reward):
             out = self.fn(**kwargs)
         except Exception as exc:  # the plugin's own bug: say so, with its file and line, not a traceback
             raise RewardPluginError(f"reward plugin {self.path} raised {type(exc).__name__}: {exc}{self._where(exc)}") from exc
+        except SystemExit as exc:
+            raise RewardPluginError(f"reward plugin {self.path} called sys.exit({exc.code!r}) in `reward`{self._where(exc)}") from None
         if not isinstance(out, torch.Tensor):
             raise RewardPluginError(
                 f"reward plugin {self.path}: `reward` must return a torch.Tensor of shape ({b}, {v}) or ({b},), "
@@ -146,4 +154,13 @@ class PluginReward(Reward):
             )
         if not torch.isfinite(out).all():
             raise RewardPluginError(f"reward plugin {self.path}: `reward` returned non-finite values (nan or inf)")
+        wants_gradient = torch.is_grad_enabled() and any(t.requires_grad for t in (renders.rgb, renders.alpha, renders.depth))
+        if self.differentiable and wants_gradient and not out.requires_grad:
+            # Only gradient methods score with autograd on; otherwise torch's own words would be
+            # "element 0 of tensors does not require grad", naming neither the plugin nor the fix.
+            raise RewardPluginError(
+                f"reward plugin {self.path}: `reward` returned scores without a gradient (detached, or computed "
+                "outside torch), and this method trains on the reward's gradient; compute it with differentiable "
+                "torch operations, or set DIFFERENTIABLE = False in the plugin and use a gradient-free method (ddpo)"
+            )
         return out

@@ -30,6 +30,7 @@ from ..params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_
 from ..sampling.sampler import Cancelled, SamplerConfig
 from . import protocol
 from ..names import MODELS, SCHEDULERS
+from ..naming import slug
 from .protocol import BadInput
 
 TEST_JOBS_ENV = "ENGINE_WORKER_TEST_JOBS"  # "1" registers the test-only job kinds (``_crash``, ``_stuck``)
@@ -226,10 +227,6 @@ MODEL_CACHE = ModelCache()
 
 
 # -- generate --------------------------------------------------------------------------------
-def _slug(prompt: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_") or "asset"
-
-
 # A generate job writes into ``.<out_dir name>.partial-<8 hex>`` beside ``out_dir`` and renames it
 # to ``out_dir`` at the end; a worker killed meanwhile (SIGKILL, out of memory, power loss) leaves
 # it behind, hidden, with up to a few hundred MB of meshes. Each generate job removes such folders
@@ -340,7 +337,7 @@ def run_generate(params: dict, ctx: JobContext) -> dict:
         records = []
         for i, asset in enumerate(gen.assets):
             ctx.check_cancel()
-            stem = f"{_slug(asset.prompt)}_seed{asset.seed}"
+            stem = f"{slug(asset.prompt)}_seed{asset.seed}"
             save_npz(asset.mesh, staging / f"{stem}.npz")
             save_mesh(asset.mesh, staging / f"{stem}.glb", name=asset_name(asset.prompt, asset.seed))
             records.append(

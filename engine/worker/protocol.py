@@ -76,6 +76,9 @@ def _parse_object(line: bytes | str) -> dict[str, Any]:
         msg = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"line is not JSON ({exc.msg} at column {exc.colno}): {text[:200]!r}") from None
+    except RecursionError:
+        # Well-formed but nested deeper than the decoder's recursion limit: refuse the line, not the reader.
+        raise ProtocolError(f"line is nested too deeply to decode: {text[:200]!r}") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"a message must be a JSON object, got {type(msg).__name__}")
     return msg

@@ -130,14 +130,20 @@ class Worker:
 
     # -- input (reader thread) ---------------------------------------------------------------
     def read_requests(self) -> None:
-        for raw in iter(self._rfile.readline, b""):
-            if not raw.strip():
-                continue
-            try:
-                self.handle(protocol.decode_request(raw))
-            except ProtocolError as exc:
-                self.send(protocol.error(exc.job_id, f"bad request: {exc}", "protocol"))
-        self._stop_everything("stdin closed")
+        try:
+            for raw in iter(self._rfile.readline, b""):
+                if not raw.strip():
+                    continue
+                try:
+                    self.handle(protocol.decode_request(raw))
+                except ProtocolError as exc:
+                    self.send(protocol.error(exc.job_id, f"bad request: {exc}", "protocol"))
+                except Exception as exc:  # this thread is the worker's only ear: no line may end it
+                    log(f"request not handled:\n{traceback.format_exc()}")
+                    self.send(protocol.error(None, f"bad request: {type(exc).__name__}: {exc}", "protocol"))
+        finally:
+            # End of stdin, or the reader itself failed: either way nobody can reach the worker any more.
+            self._stop_everything("stdin closed")
 
     def handle(self, msg: dict) -> None:
         kind = msg["type"]

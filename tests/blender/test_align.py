@@ -174,3 +174,40 @@ def test_previews_and_live_reward_curve_from_a_running_job(registered, s, tmp_pa
     assert len(state.previews) == jobs.MAX_PREVIEWS and state.previews[-1].name == f"p{jobs.MAX_PREVIEWS + 4}"
     manager.active = None
     manager._sync_state()
+
+
+def test_an_adapter_whose_held_out_reward_fell_is_saved_but_not_selected(registered, align, s, prefs, tmp_path):
+    """Align once said "Saved adapter ... and selected it for Generate (reward -0.3037 -> -0.4766)":
+    a worse model, silently put in use. Now the previous selection stays, and a popup says why."""
+    s.reward = "dnc"
+    s.align_prompts = "a red cube"
+    s.adapter = "earlier_good_one"
+    out_dir = tmp_path / "job" / "out"
+    params = align.align_params(s, prefs, out_dir)
+    data = _training_output(out_dir)
+    data["reward_after"] = {"mean": 0.3, "std": 0.1}  # below the base model's 0.5
+    folder = registered.blender.paths.adapters_dir(prefs)
+    name = align.adapter_name_for(s, params, {a.name for a in registered.blender.paths.list_adapters(folder)})
+    applier = align.AlignApplier(data, prefs, bpy.context.scene.name, name, {"reward": "dnc"}, out_dir)
+
+    jobs = registered.blender.jobs
+    manager = jobs.JobManager()
+    popups = []
+    manager._popup = lambda text, icon='ERROR': popups.append((text, icon))
+    job = jobs.Job("align", params, f"Align '{name}'", None, lambda d: applier)
+    manager.active, manager.applier = job, applier
+    manager._apply_slice()
+
+    assert job.outcome == "done" and s.adapter == "earlier_good_one"  # kept
+    expected = (f"Saved adapter '{name}' but did not select it: the held-out reward fell (reward 0.5 -> 0.3). "
+                f"Generate keeps adapter 'earlier_good_one'; load '{name}' from the Adapters panel to use it anyway")
+    assert job.message == manager.last_info == expected  # the Jobs panel's report
+    assert popups == [(expected, 'INFO')]
+    assert json.loads((folder / name / "nabla_r2d3.json").read_text())["selected_for_generate"] is False
+    assert job.applied["selected"] is False
+
+    s.property_unset("adapter")  # with nothing selected before, the base model is what Generate keeps
+    data["reward_after"] = {"mean": 0.49, "std": 0.1}
+    applier = align.AlignApplier(data, prefs, bpy.context.scene.name, name + "_b", {"reward": "dnc"}, out_dir)
+    assert applier.step() is True
+    assert "Generate keeps the base model" in applier.finish(push_undo=False) and s.adapter == ""

@@ -319,6 +319,10 @@ def test_runtime_requirements_are_the_exact_pins_without_dev_tools(tmp_path):
 
 # Modules Blender's Python has built in (no distribution of their own; the bpy wheel has them too).
 BLENDER_BUILTIN_MODULES = {"bpy", "mathutils", "bmesh", "bpy_extras", "gpu", "gpu_extras", "aud", "bl_math", "idprop"}
+# Optional accelerators the engine imports lazily, inside a try, only where the user installed them:
+# gsplat is CUDA-only and compiles at first use, so it is never bundled (engine/render/splats.py falls
+# back to its own torch rasteriser without it).
+OPTIONAL_CUDA_MODULES = {"gsplat"}
 
 
 def _third_party_imports(folder: Path) -> set[str]:
@@ -329,7 +333,7 @@ def _third_party_imports(folder: Path) -> set[str]:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    return modules - set(sys.stdlib_module_names) - BLENDER_BUILTIN_MODULES - {"engine", "__future__"}
+    return modules - set(sys.stdlib_module_names) - BLENDER_BUILTIN_MODULES - OPTIONAL_CUDA_MODULES - {"engine", "__future__"}
 
 
 def test_full_build_bundles_everything_the_engine_imports():

@@ -3,6 +3,7 @@ they promise, every property and operator they name exists, and every icon is a 
 from __future__ import annotations
 
 import json
+import sys
 import types
 
 import pytest
@@ -171,6 +172,28 @@ def test_adapters_panel_lists_saved_adapters_and_load_unload(registered, setting
     assert settings.adapter == ""
     with pytest.raises(RuntimeError, match="No adapter 'gone'"):
         bpy.ops.nabla_r2d3.load_adapter(name="gone")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="xdg-open: the Linux desktop's file opener")
+def test_open_adapters_folder_reports_a_missing_or_failing_file_opener(registered, prefs, tmp_path, monkeypatch):
+    """Where the desktop had no file opener, the button printed a traceback and still said FINISHED."""
+    folder = registered.blender.paths.adapters_dir(prefs)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))  # no xdg-open anywhere
+    with pytest.raises(RuntimeError, match=rf"this system has no file opener \(xdg-open\); open {folder} yourself"):
+        bpy.ops.nabla_r2d3.open_adapters_folder()
+
+    opener = bin_dir / "xdg-open"
+    opener.write_text("#!/bin/sh\necho 'xdg-open: no method available for opening' >&2\nexit 3\n")
+    opener.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"xdg-open could not open .* \(exit 3: xdg-open: no method available"):
+        bpy.ops.nabla_r2d3.open_adapters_folder()
+
+    opened = tmp_path / "opened.txt"
+    opener.write_text(f"#!/bin/sh\nprintf '%s' \"$1\" > {opened}\n")
+    assert bpy.ops.nabla_r2d3.open_adapters_folder() == {"FINISHED"}
+    assert opened.read_text() == str(folder)
 
 
 def test_jobs_panel_idle_running_error_and_reward_curve(registered, settings, tmp_path):

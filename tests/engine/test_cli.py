@@ -102,6 +102,10 @@ ALIGN = ["align", "--reward", "palette", "--option", "palette.palette=#ff8800"]
         ([*ALIGN, "--lr", "inf"], "lr must be a finite number, got inf"),
         ([*ALIGN, "--lr", "1e30"], "lr must be in [0, 1], got 1e+30"),
         (["align", "--reward", "1e999*palette", "--option", "palette.palette=#ff8800"], "the weight 1e999 is too large"),
+        ([*ALIGN, "--eval-seeds", "1000000000"], "eval_seeds must be in 1..64, got 1000000000"),  # was MemoryError
+        ([*ALIGN, "--threads", "1000000000"], "--threads must be in 0.."),
+        (["generate", "--prompt", "a red cube", "--threads", "1000000000"], "--threads must be in 0.."),
+        (["generate", "--prompt", "a red cube", "--threads", "-2"], "--threads must be in 0.."),
     ],
 )
 def test_non_finite_or_absurd_numbers_are_one_line_and_exit_2(tmp_path, capsys, argv, words):
@@ -122,3 +126,21 @@ def test_unavailable_device_is_one_line_naming_the_offered_devices(tmp_path, cap
     assert main([*command, "--device", device, "--out", str(tmp_path / "out")]) == 2
     assert _one_line_error(capsys) == f"error: device {device!r} is not available: this torch ({torch.__version__}) offers auto, cpu\n"
     assert not (tmp_path / "out").exists()
+
+
+LONG_PROMPT = ("a weathered bronze statue of a horse rearing on a marble plinth, " * 5)[:320]
+
+
+def test_a_320_character_open_text_prompt_gets_bounded_file_names(tmp_path, tiny_shap_e):
+    """File names were the whole prompt: "File name too long" after sampling. engine.naming.slug bounds them."""
+    from engine.naming import slug
+
+    out = tmp_path / "gen"
+    code = main(["generate", "--model", "shap-e", "--model-path", str(tiny_shap_e), "--prompt", LONG_PROMPT,
+                 "--count", "1", "--steps", "2", "--scheduler", "heun", "--seed", "7", "--out", str(out)])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    (asset,) = manifest["assets"]
+    assert manifest["prompt"] == LONG_PROMPT  # the prompt itself is kept whole
+    assert asset["file"] == f"{slug(LONG_PROMPT)}_seed7.glb" and len(asset["file"]) <= 80
+    assert len(load_mesh(out / asset["file"]).faces) == asset["faces"]

@@ -98,3 +98,23 @@ def test_safetensors_and_adapter_folders_follow_the_umask(tmp_path, umask, mask,
     assert stat.S_IMODE(folder.stat().st_mode) == mode | 0o111 & ~mask  # a folder: x where r
     for f in folder.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == mode, f.name
+
+
+def test_a_folder_lock_refuses_a_second_holder_and_leaves_nothing_behind(tmp_path):
+    from engine.fileio import FolderBusy, folder_lock
+
+    fresh = tmp_path / "new" / "run"
+    with folder_lock(fresh, "alignment run") as lock:
+        assert lock == fresh / ".lock" and lock.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(FolderBusy, match=rf"{fresh} is in use by another alignment run \(process {os.getpid()}\)"):
+            with folder_lock(fresh, "alignment run"):  # a second open file description: refused like another process
+                pass
+        (fresh / "result.txt").write_text("kept")
+    assert sorted(p.name for p in fresh.iterdir()) == ["result.txt"]  # the lock file is gone, the run's files stay
+    empty = tmp_path / "refused_later"
+    with pytest.raises(RuntimeError, match="bad reward"):
+        with folder_lock(empty):
+            raise RuntimeError("bad reward")
+    assert not empty.exists()  # made for the lock and left empty: removed again
+    with folder_lock(fresh):  # free again once released
+        pass

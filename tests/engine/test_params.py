@@ -72,3 +72,15 @@ def test_available_devices_pass(monkeypatch, cpu_only_torch):
     assert check_device("cuda") == "cuda" and check_device("cuda:0") == "cuda:0"
     with pytest.raises(BadInput, match="offers auto, cpu, cuda, cuda:0$"):
         check_device("cuda:1")
+
+
+def test_threads_are_bounded_by_this_machines_cpus():
+    import os
+
+    from engine.params import BadInput, check_threads, max_threads
+
+    cpus = max_threads()
+    assert 1 <= cpus <= (os.cpu_count() or 1)
+    assert check_threads("--threads", 0) == 0 and check_threads("--threads", cpus) == cpus
+    with pytest.raises(BadInput, match=rf"--threads must be in 0..{cpus}, got {cpus + 1}"):
+        check_threads("--threads", cpus + 1)

@@ -33,3 +33,18 @@ def test_skips_with_a_reason_and_runs_end_to_end_on_the_cpu(tiny_shap_e, tmp_pat
     assert len(list(out.glob("*.glb"))) == 2
     report = json.loads((out / "align_nabla" / "report.json").read_text())
     assert report["model"] == "shap-e" and (out / "align_nabla" / "adapter").is_dir()
+
+
+def test_runs_end_to_end_on_a_tiny_diffsplat_on_the_cpu(tiny_diffsplat, tmp_path, capsys):
+    script = _script()
+    assert script.main(["--device", "cpu", "--model", "diffsplat", "--out", str(tmp_path / "x")]) == 0
+    assert "skipped: model 'diffsplat' needs the folder of its weights" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert script.main(["--device", "cpu", "--model", "diffsplat", "--model-path", str(tiny_diffsplat),
+                        "--generate-steps", "2", "--sampling-steps", "2", "--rounds", "1", "--trajectories", "1",
+                        "--prompt", "a chair", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "generate (dpmsolver-sde, 2 steps)" in printed and "generate (ddim, 2 steps)" in printed
+    assert len(list(out.glob("*.glb"))) == 2
+    report = json.loads((out / "align_nabla" / "report.json").read_text())
+    assert report["model"] == "diffsplat" and (out / "align_nabla" / "adapter").is_dir()

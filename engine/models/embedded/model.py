@@ -50,12 +50,39 @@ class EmbeddedConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "EmbeddedConfig":
-        raw = json.loads(text)
-        return cls(
-            autoencoder=AutoencoderConfig(**raw.pop("autoencoder")),
-            denoiser=DenoiserConfig(**raw.pop("denoiser")),
-            **raw,
-        )
+        """Parse ``config.json``. Every key must be present and known, with a number of the field's
+        type: a missing key would silently take a default that does not fit the weights (a wrong
+        ``scaling_factor`` gives shapeless samples, not an error). Raises ValueError naming the key."""
+        return _strict_config(cls, json.loads(text), "")
+
+
+def _strict_config(kind, raw, where: str):
+    """``kind`` (a dataclass of ints, floats and nested such dataclasses) from the JSON object ``raw``."""
+    import dataclasses
+    import math
+    import typing
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where or 'the configuration'} must be a JSON object, got {type(raw).__name__}")
+    names = [f.name for f in dataclasses.fields(kind)]
+    unknown, missing = sorted(set(raw) - set(names)), [n for n in names if n not in raw]
+    if unknown or missing:
+        problems = ([f"unknown key(s) {', '.join(where + k for k in unknown)}"] if unknown else []) + \
+                   ([f"missing key(s) {', '.join(where + k for k in missing)}"] if missing else [])
+        raise ValueError("; ".join(problems))
+    values = {}
+    for name, hint in typing.get_type_hints(kind).items():
+        value = raw[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _strict_config(hint, value, f"{where}{name}.")
+        elif hint is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{where}{name} must be a positive integer, got {value!r}")
+        elif hint is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                                or value <= 0):
+            raise ValueError(f"{where}{name} must be a positive finite number, got {value!r}")
+        else:
+            values[name] = value
+    return kind(**values)
 
 
 class EmbeddedModel(ChecksPrompts):
@@ -109,7 +136,11 @@ class EmbeddedModel(ChecksPrompts):
             raise ModelLoadError(
                 f"embedded model weights not found in {directory}; run `python scripts/train_embedded.py` to train them"
             )
-        model = cls(EmbeddedConfig.from_json(cfg_path.read_text()), device=device)
+        try:
+            config = EmbeddedConfig.from_json(cfg_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also truncated JSON (JSONDecodeError)
+            raise ModelLoadError(f"{cfg_path} is not an embedded model configuration: {exc}") from None
+        model = cls(config, device=device)
         model.load_state_dict(load_file(str(weights_path), device=str(model.device)))
         return model
 

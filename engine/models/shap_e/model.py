@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 from ...geometry.mesh import Mesh
 from .. import model_spec
 from ..errors import ModelLoadError
+from ..loading import quiet_loading
 from ..prompts import ChecksPrompts
 from ..protocol import PromptEmbeds
 from ..schedulers import with_float64_alphas
@@ -96,8 +98,10 @@ class ShapEModel(ChecksPrompts):
         from diffusers.pipelines.shap_e.renderer import ShapERenderer
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-        kw = dict(local_files_only=True, **({} if dtype is None else {"torch_dtype": dtype}))
-        with _quiet_loading(), _load_errors(directory):
+        # safetensors only: a pickled .bin (pytorch_model.bin) can run code when loaded, and is
+        # refused with a ModelLoadError rather than unpickled.
+        kw = dict(local_files_only=True, use_safetensors=True, **({} if dtype is None else {"torch_dtype": dtype}))
+        with quiet_loading(), _load_errors(directory):
             prior = PriorTransformer.from_pretrained(directory, subfolder="prior", **kw)
             text_encoder = CLIPTextModelWithProjection.from_pretrained(directory / "text_encoder", **kw)
             tokenizer = CLIPTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True)
@@ -180,26 +184,8 @@ class ShapEModel(ChecksPrompts):
 def _load_errors(directory: Path):
     try:
         yield
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # corrupt or foreign files
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as exc:  # corrupt or foreign files
         raise ModelLoadError(f"could not load Shap-E from {directory} ({LAYOUT}): {exc}") from exc
-
-
-@contextlib.contextmanager
-def _quiet_loading():
-    """No "Loading weights" bars from transformers and diffusers on the job's output while loading."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    was = transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was[0]:
-            transformers_logging.enable_progress_bar()
-        if was[1]:
-            diffusers_logging.enable_progress_bar()
 
 
 def _local_folder(directory: str | os.PathLike | None) -> Path:

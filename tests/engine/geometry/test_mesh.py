@@ -187,6 +187,8 @@ def test_asset_names_come_from_the_prompt_and_seed():
     assert asset_name("torus", 3) == "torus_seed3"
     long = asset_name("a " + "large " * 30 + "cube", 2**63 - 1)
     assert len(long) <= 63 and long.startswith("large_large_") and long.endswith("_seed9223372036854775807")
+    assert asset_name("a " + "large " * 30 + "sphere", 1) != asset_name("a " + "large " * 30 + "cube", 1)  # told apart
+    assert asset_name("?!", 4) == "mesh_seed4"
 
 
 def dark_mesh(levels):

@@ -1,5 +1,5 @@
-"""Every model behind the protocol passes the same checks: the closed-form toy, the embedded model
-and a tiny random Shap-E (tests/conftest.py). What the sampler, the aligner and the exporters rely
+"""Every model behind the protocol passes the same checks: the closed-form toy, the embedded model,
+a tiny random Shap-E and a tiny random DiffSplat (tests/conftest.py). What the sampler, the aligner and the exporters rely
 on is asserted here once, for all of them."""
 from __future__ import annotations
 
@@ -18,13 +18,19 @@ from engine.render.volume import VolumeRenderConfig
 from engine.rewards import PaletteReward
 from engine.sampling.sampler import SamplerConfig, gaussian_log_prob, guided_output, sample, transition
 
-MODELS = ("toy", "embedded", "shap-e")
-GEOMETRIC = ("embedded", "shap-e")
+MODELS = ("toy", "embedded", "shap-e", "diffsplat")
+GEOMETRIC = ("embedded", "shap-e", "diffsplat")
 PROMPTS = {"toy": ["anything", "at all"], "embedded": ["a red cube", "a blue torus"],
-           "shap-e": ["a wooden chair", "a red sports car"]}
+           "shap-e": ["a wooden chair", "a red sports car"], "diffsplat": ["a wooden chair", "a red sports car"]}
 
 
-def _model(name: str, tiny_shap_e, dtype=torch.float32):
+@pytest.fixture
+def tiny_folders(tiny_shap_e, tiny_diffsplat) -> dict:
+    """The folders of the tiny random backbones, by model name."""
+    return {"shap-e": tiny_shap_e, "diffsplat": tiny_diffsplat}
+
+
+def _model(name: str, tiny_folders, dtype=torch.float32):
     if name == "toy":
         model = MixtureToyModel()
         model.denoiser.to(dtype)
@@ -33,9 +39,12 @@ def _model(name: str, tiny_shap_e, dtype=torch.float32):
         model = load_model("embedded")
         model.config.render_resolution = 12
         modules = (model.denoiser, model.autoencoder, model.text_encoder)
-    else:
-        model = load_model("shap-e", tiny_shap_e)
+    elif name == "shap-e":
+        model = load_model("shap-e", tiny_folders["shap-e"])
         modules = (model.denoiser, model.renderer, model.text_encoder)
+    else:
+        model = load_model("diffsplat", tiny_folders["diffsplat"])
+        modules = (model.denoiser, model.vae, model.text_encoder)
     for module in modules:
         module.to(dtype)
     return model
@@ -46,8 +55,8 @@ def name(request):
     return request.param
 
 
-def test_implements_the_protocol(name, tiny_shap_e):
-    model = _model(name, tiny_shap_e)
+def test_implements_the_protocol(name, tiny_folders):
+    model = _model(name, tiny_folders)
     assert isinstance(model, DiffusionModel)
     assert set(model.training_schedulers) <= {"ddim", "ddpm", "dpmsolver-sde"}
     names = {n.rsplit(".", 1)[-1] for n, m in model.denoiser.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -57,8 +66,8 @@ def test_implements_the_protocol(name, tiny_shap_e):
     assert names
 
 
-def test_sampling_gives_reproducible_trajectories_of_the_declared_shapes(name, tiny_shap_e):
-    model = _model(name, tiny_shap_e)
+def test_sampling_gives_reproducible_trajectories_of_the_declared_shapes(name, tiny_folders):
+    model = _model(name, tiny_folders)
     prompts, k = PROMPTS[name], 4
     config = SamplerConfig(steps=k, scheduler="ddim")
     result = sample(model, prompts, [3, 4], config, return_trajectory=True)
@@ -73,8 +82,8 @@ def test_sampling_gives_reproducible_trajectories_of_the_declared_shapes(name, t
     assert torch.allclose(again.latents[0], result.latents[1], atol=1e-5)  # a (prompt, seed) pair, not the batch
 
 
-def test_transition_is_the_schedulers_step_and_its_score_the_log_density_gradient(name, tiny_shap_e):
-    model = _model(name, tiny_shap_e)
+def test_transition_is_the_schedulers_step_and_its_score_the_log_density_gradient(name, tiny_folders):
+    model = _model(name, tiny_folders)
     for kind in model.training_schedulers:
         scheduler = model.make_scheduler(kind)
         scheduler.set_timesteps(10)
@@ -112,8 +121,8 @@ def _context(name: str, model):
     return StepContext(model, scheduler, cfg, objective, views, 3.0, torch.Generator()), chunk
 
 
-def test_reward_gradients_through_denoiser_decoder_and_renderer_match_finite_differences(name, tiny_shap_e, assert_reward_gradient):
-    model = _model(name, tiny_shap_e, torch.float64)
+def test_reward_gradients_through_denoiser_decoder_and_renderer_match_finite_differences(name, tiny_folders, assert_reward_gradient):
+    model = _model(name, tiny_folders, torch.float64)
     ctx, chunk = _context(name, model)
     x = torch.randn(1, *model.latent_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 0.5
     k = 6  # an intermediate state: the gradient runs through the denoiser's clean prediction
@@ -123,8 +132,8 @@ def test_reward_gradients_through_denoiser_decoder_and_renderer_match_finite_dif
 
 
 @pytest.mark.parametrize("name", GEOMETRIC)
-def test_meshes_are_vertex_coloured_and_inside_the_scene_cube(name, tiny_shap_e):
-    model = _model(name, tiny_shap_e)
+def test_meshes_are_vertex_coloured_and_inside_the_scene_cube(name, tiny_folders):
+    model = _model(name, tiny_folders)
     latents = sample(model, PROMPTS[name], [0, 1], SamplerConfig(steps=4)).latents
     meshes = model.latents_to_meshes(latents)
     assert len(meshes) == 2
@@ -136,8 +145,8 @@ def test_meshes_are_vertex_coloured_and_inside_the_scene_cube(name, tiny_shap_e)
     assert rendered.alpha.shape == (2, 2, 1, 64, 64) and rendered.alpha.amax() > 0.5  # the field renders too
 
 
-def test_adapters_round_trip_and_refuse_another_models(name, tiny_shap_e, tmp_path):
-    model = _model(name, tiny_shap_e)
+def test_adapters_round_trip_and_refuse_another_models(name, tiny_folders, tmp_path):
+    model = _model(name, tiny_folders)
     add_lora(model, rank=2)
     with torch.no_grad():
         for i, p in enumerate(lora_parameters(model)):
@@ -148,14 +157,15 @@ def test_adapters_round_trip_and_refuse_another_models(name, tiny_shap_e, tmp_pa
     with torch.no_grad():
         tuned = model.denoise(x, t, embeds)
     folder = save_adapter(model, tmp_path / "adapter")
-    fresh = _model(name, tiny_shap_e)
+    fresh = _model(name, tiny_folders)
     with torch.no_grad():
         base = fresh.denoise(x, t, embeds)
     load_adapter(fresh, folder)
     with torch.no_grad():
         assert torch.allclose(fresh.denoise(x, t, embeds), tuned, atol=1e-6)
     assert not torch.allclose(base, tuned, atol=1e-4)
-    other = _model({"toy": "embedded", "embedded": "shap-e", "shap-e": "embedded"}[name], tiny_shap_e)
+    other = _model({"toy": "embedded", "embedded": "shap-e", "shap-e": "diffsplat", "diffsplat": "shap-e"}[name],
+                   tiny_folders)
     with pytest.raises(AdapterError, match=f"trained for model {model.name!r}"):
         load_adapter(other, folder)
     assert not any(True for _ in lora_parameters(other))  # refused before anything was added

@@ -33,6 +33,44 @@ def test_missing_and_mismatched_weights_give_clear_errors(tmp_path):
         EmbeddedModel.load(tmp_path)
 
 
+def _config_with(change) -> bytes:
+    import json
+
+    raw = json.loads((WEIGHTS_DIR / "config.json").read_text())
+    change(raw)
+    return json.dumps(raw).encode()
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        (_config_with(lambda raw: raw.update(colour_space="srgb")), "unknown key(s) colour_space"),
+        (_config_with(lambda raw: raw.pop("scaling_factor")), "missing key(s) scaling_factor"),  # not a silent 1.0
+        (_config_with(lambda raw: raw["denoiser"].pop("heads")), "missing key(s) denoiser.heads"),
+        (_config_with(lambda raw: raw["denoiser"].update(width="wide")), "denoiser.width must be a positive integer"),
+        ((WEIGHTS_DIR / "config.json").read_bytes()[:40], "Unterminated string starting at: line 3"),  # truncated
+        (b'{"scaling_factor": "\xff\xfe"}', "can't decode byte 0xff"),  # not UTF-8
+        (b"[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_a_bad_config_json_is_one_line_naming_the_file(tmp_path, capsys, config, words):
+    import shutil
+
+    from engine.cli import main
+
+    folder = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, folder)
+    (folder / "config.json").write_bytes(config)
+    with pytest.raises(ModelLoadError) as info:
+        EmbeddedModel.load(folder)
+    assert str(info.value).startswith(f"{folder / 'config.json'} is not an embedded model configuration: ")
+    assert words in str(info.value)
+    code = main(["generate", "--prompt", "a red cube", "--count", "1", "--model-path", str(folder), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip() == f"error: {info.value}" and "\n" not in err.strip()
+    assert not (tmp_path / "o").exists()
+
+
 def test_prompts_are_validated(model):
     with pytest.raises(PromptError):
         model.encode_prompts(["a red cube", "a plaid cube"])

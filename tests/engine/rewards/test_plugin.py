@@ -126,3 +126,30 @@ def test_a_plugin_that_raises_is_reported_as_its_error_with_its_file_and_line(tm
         plugin(red_sphere_blue_cube, ["", ""])
     assert str(info.value) == (f"reward plugin {tmp_path / 'my_reward.py'} raised ZeroDivisionError: division by zero "
                                "(at my_reward.py:4 in helper)")
+
+
+def test_a_plugin_that_calls_sys_exit_is_an_error_naming_it(tmp_path, red_sphere_blue_cube, capsys):
+    """``sys.exit(0)`` at import once ended ``align`` with exit 0 and no message at all."""
+    from engine.cli import main
+
+    path = write_plugin(tmp_path, "import sys\nsys.exit(0)\n", name="quitter.py")
+    with pytest.raises(RewardPluginError, match=r"quitter\.py called sys\.exit\(0\) while being imported"):
+        PluginReward(path)
+    code = main(["align", "--reward", "plugin", "--option", f"plugin.path={path}", "--out", str(tmp_path / "run")])
+    assert code == 2 and f"reward plugin {path} called sys.exit(0)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    inside = PluginReward(write_plugin(tmp_path, "import sys\ndef reward(images, alpha, depth, normal, prompts):\n    sys.exit(3)\n"))
+    with pytest.raises(RewardPluginError, match=r"called sys\.exit\(3\) in `reward` \(at my_reward\.py:3 in reward\)"):
+        inside(red_sphere_blue_cube, ["", ""])
+
+
+def test_detached_scores_where_a_gradient_is_needed_name_the_plugin_and_differentiable(tmp_path, differentiable_render):
+    body = "def reward(images, alpha, depth, normal, prompts):\n    return images.mean((1, 2, 3, 4)).detach()\n"
+    plugin = PluginReward(write_plugin(tmp_path, body, name="detached.py"))
+    _, out = differentiable_render
+    with pytest.raises(RewardPluginError, match=r"detached\.py: `reward` returned scores without a gradient.*DIFFERENTIABLE = False"):
+        plugin(out, [""])
+    with torch.no_grad():  # scoring only (DDPO's rewards, held-out scores): no gradient needed, none asked for
+        assert plugin(out, [""]).shape == (1,)
+    honest = PluginReward(write_plugin(tmp_path, "DIFFERENTIABLE = False\n" + body, name="honest.py"))
+    assert honest(out, [""]).shape == (1,)

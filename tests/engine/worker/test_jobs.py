@@ -367,3 +367,42 @@ def test_a_shap_e_folder_runs_a_generate_job_and_keys_the_cache(tmp_path, tiny_s
                              JobContext("j", lambda m: None))
     assert [a["seed"] for a in data["assets"]] == [3, 4] and all(a["vertices"] > 0 for a in data["assets"])
     assert all(Path(a["glb_path"]).is_file() for a in data["assets"])
+
+
+def test_a_diffsplat_folder_runs_generate_and_align_jobs_and_the_adapter_comes_back(tmp_path, tiny_diffsplat):
+    """DiffSplat through the worker's jobs: generate from its folder, align (AlignJob) on it, generate
+    with the adapter; the model cache keys it apart from the embedded model."""
+    from engine.models.diffsplat.model import DiffSplatModel
+
+    cache = ModelCache()
+    model, load_s = cache.get("cpu", None, name="diffsplat", path=tiny_diffsplat)
+    assert isinstance(model, DiffSplatModel) and load_s > 0
+    assert not isinstance(cache.get("cpu", None)[0], DiffSplatModel)
+
+    base = {"prompt": "a wooden chair", "seed": 3, "count": 1, "steps": 2, "scheduler": "dpmsolver-sde",
+            "model": "diffsplat", "model_path": str(tiny_diffsplat)}
+    data = jobs.run_generate({**base, "out_dir": str(tmp_path / "gen")}, JobContext("j", lambda m: None))
+    assert [a["seed"] for a in data["assets"]] == [3] and data["assets"][0]["vertices"] > 0
+    report = jobs.run_align({"reward": "dnc", "steps": 1, "trajectories": 1, "eval_seeds": 1, "prompts": ["a wooden chair"],
+                             "model": "diffsplat", "model_path": str(tiny_diffsplat), "out_dir": str(tmp_path / "run"),
+                             "preview_every": 0, "extra": {"orbit": {"views": 1}, "render": {"resolution": 8},
+                                                           "sampler": {"steps": 2}}},
+                            JobContext("a", lambda m: None))
+    adapter = tmp_path / "run" / report["files"]["adapter"]
+    assert (adapter / "adapter_config.json").is_file()
+    tuned = jobs.run_generate({**base, "out_dir": str(tmp_path / "tuned"), "adapter": str(adapter)},
+                              JobContext("k", lambda m: None))
+    assert tuned["assets"][0]["vertices"] > 0
+
+
+def test_a_320_character_open_text_prompt_gets_bounded_file_names(tmp_path, tiny_shap_e):
+    """The worker built file names from the whole prompt: "File name too long" after sampling."""
+    from engine.naming import slug
+
+    prompt = ("a weathered bronze statue of a horse rearing on a marble plinth, " * 5)[:320]
+    data = jobs.run_generate({"prompt": prompt, "steps": 2, "scheduler": "heun", "out_dir": str(tmp_path / "out"),
+                              "model": "shap-e", "model_path": str(tiny_shap_e)}, JobContext("j", lambda m: None))
+    (asset,) = data["assets"]
+    assert asset["prompt"] == prompt and Path(asset["glb_path"]).name == f"{slug(prompt)}_seed0.glb"
+    assert Path(asset["glb_path"]).is_file() and Path(asset["mesh_path"]).is_file()
+    assert max(len(p.name) for p in (tmp_path / "out").iterdir()) <= 80

@@ -95,3 +95,9 @@ def test_client_side_imports_neither_torch_nor_bpy():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_line_nested_beyond_the_decoders_limit_is_a_protocol_error():
+    deep = b'{"type": "job", "id": "deep", "kind": "generate", "params": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}\n"
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        protocol.decode_request(deep)

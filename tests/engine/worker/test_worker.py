@@ -144,6 +144,28 @@ def test_malformed_lines_get_protocol_errors_and_the_worker_keeps_serving(client
     assert client.alive
 
 
+def test_a_deeply_nested_line_is_a_protocol_error_and_closing_stdin_ends_the_worker(tmp_path):
+    """100,000 nested brackets once killed the reader thread (RecursionError): the worker then never
+    answered again and ignored the end of its stdin."""
+    client = WorkerClient(env=ENV).start()
+    try:
+        proc = client._session.proc
+        os.set_blocking(proc.stdin.fileno(), True)  # the client's pipe is non-blocking: take the whole line
+        proc.stdin.write(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+        proc.stdin.flush()
+        msg = client.wait_message(60)
+        while msg is not None and msg["type"] == "ready":
+            msg = client.wait_message(60)
+        assert msg is not None and msg["type"] == "error" and msg["kind"] == "protocol", msg
+        assert "nested too deeply" in msg["message"]
+        job = client.submit("generate", {"prompt": "a red cube", "steps": 2, "out_dir": tmp_path / "ok"})
+        assert messages_until_done(client, [job])[-1]["type"] == "result"  # the worker carries on
+        proc.stdin.close()
+        assert proc.wait(20) == 0  # end of stdin ends the worker
+    finally:
+        client.stop()
+
+
 def test_cancel_stops_a_running_job_within_seconds_and_leaves_no_files(client, tmp_path):
     out = tmp_path / "never"
     job = client.submit("generate", {**LONG, "out_dir": out})
@@ -225,6 +247,36 @@ def test_bad_align_params_and_unavailable_devices_come_back_as_bad_input(client,
     device_errors = {m["message"] for m in done if "cuda:99" in m["message"]}
     assert len(device_errors) == 1 and "offers auto, cpu" in device_errors.pop()  # the same line for both kinds
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_nested_align_settings_are_bad_input_before_any_work(client, tmp_path):
+    """These once came back as ``runtime`` after the run had started (and left ``run.json`` behind)."""
+    base = {"reward": "dnc", "steps": 1, "trajectories": 1, "eval_seeds": 1, "prompts": ["a red cube"]}
+    jobs = {
+        client.submit("align", {**base, "extra": {"sampler": "ddim"}, "out_dir": tmp_path / "a"}):
+            "extra.sampler must be an object of SamplerConfig fields",
+        client.submit("align", {**base, "extra": {"orbit": {"views": 0}}, "out_dir": tmp_path / "b"}):
+            "orbit.views must be in 1..64, got 0",
+        client.submit("align", {**base, "extra": {"render": {"resolution": -4}}, "out_dir": tmp_path / "c"}):
+            "render.resolution must be in 1..4096, got -4",
+    }
+    done = [m for m in messages_until_done(client, list(jobs)) if m["type"] in TERMINAL]
+    for msg in done:
+        assert msg["type"] == "error" and msg["kind"] == "bad_input", msg
+        assert msg["message"].startswith(jobs[msg["id"]]), msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_align_job_on_a_folder_another_run_holds_is_refused(client, tmp_path):
+    from engine.fileio import folder_lock
+
+    out = tmp_path / "run"
+    with folder_lock(out, "alignment run", ".align.lock"):
+        job = client.submit("align", {"reward": "dnc", "steps": 1, "out_dir": out})
+        (msg,) = messages_until_done(client, [job])
+    assert msg["type"] == "error" and msg["kind"] == "bad_input", msg
+    assert f"is in use by another alignment run (process {os.getpid()})" in msg["message"]
+    assert not out.exists()
 
 
 def test_run_job_sync_with_an_interpreter_path_runs_a_worker_for_one_job(tmp_path):

@@ -104,6 +104,37 @@ def test_missing_wrong_and_corrupt_folders_say_what_is_expected(tmp_path, tiny_s
         load_model("shap-e", broken)
 
 
+class _Payload:
+    """Pickled, this runs ``touch <marker>`` when unpickled: what a malicious .bin can do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("part, weights", [("text_encoder", "model.safetensors"),
+                                           ("prior", "diffusion_pytorch_model.safetensors")])
+def test_a_pickled_bin_is_a_model_load_error_and_never_unpickled(tmp_path, tiny_shap_e, part, weights):
+    """Once an uncaught UnpicklingError; now weights are read from safetensors only, so a .bin's
+    payload cannot run even under a torch whose weights-only unpickler would let it through."""
+    import pickle
+
+    folder = tmp_path / "shap-e"
+    shutil.copytree(tiny_shap_e, folder)
+    (folder / part / weights).unlink()
+    marker = tmp_path / "payload_ran"
+    bin_name = "pytorch_model.bin" if part == "text_encoder" else "diffusion_pytorch_model.bin"
+    with open(folder / part / bin_name, "wb") as f:
+        pickle.dump({"weight": _Payload(marker)}, f)
+    with pytest.raises(ModelLoadError, match=f"could not load Shap-E from {folder}.*safetensors"):
+        load_model("shap-e", folder)
+    assert not marker.exists()
+
+
 def test_without_a_folder_the_hugging_face_cache_is_read_offline(tmp_path, tiny_shap_e, monkeypatch):
     import huggingface_hub.constants as hub
 
