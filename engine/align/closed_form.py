@@ -11,7 +11,7 @@ the data-level tilt (:meth:`MixtureToyModel.tilted`) is reported beside it.
 
 Metrics (:class:`ToyReport`): the mean shift along c as a fraction of the reference's, the drift
 across c, the mass of each mixture component (nearest mean), the within-component spread
-(variance per axis) and the energy distance to the reference samples.
+(variance per axis), and the energy and sliced W2 distances to the reference samples.
 """
 from __future__ import annotations
 
@@ -56,6 +56,20 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, max_points: int = 3000) ->
     return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean())
 
 
+def sliced_w2(x: torch.Tensor, y: torch.Tensor, directions: int = 256, seed: int = 0) -> float:
+    """Sliced 2-Wasserstein distance between two samples (n, d) and (m, d): the root mean over random unit
+    directions of the squared 1-D W2 between the projections (quantiles matched at n' = min(n, m) levels)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(x.shape[1], directions, generator=g, dtype=torch.float64)
+    u = u / u.norm(dim=0, keepdim=True)
+    n = min(len(x), len(y))
+    levels = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    px, py = (x.double() @ u).sort(0).values, (y.double() @ u).sort(0).values
+    qx = torch.quantile(px, levels, dim=0) if len(x) != n else px
+    qy = torch.quantile(py, levels, dim=0) if len(y) != n else py
+    return float((qx - qy).pow(2).mean().sqrt())
+
+
 @dataclass
 class ToyReport:
     shift: float  # mean shift along c, as a fraction of the reference's (1 = exact)
@@ -64,10 +78,12 @@ class ToyReport:
     masses: list[float]  # per component (nearest mean)
     spread: float  # within-component variance per axis, averaged over components
     energy: float  # energy distance to the reference samples
+    sw2: float = math.nan  # sliced W2 distance to the reference samples
 
     def row(self) -> str:
         masses = " / ".join(f"{m:.2f}" for m in self.masses)
-        return f"{self.shift:.0%} | {self.shift_data:.0%} | {self.drift:+.3f} | {masses} | {self.spread:.4f} | {self.energy:.4f}"
+        return (f"{self.shift:.0%} | {self.shift_data:.0%} | {self.drift:+.3f} | {masses} | {self.spread:.4f} | {self.energy:.4f} "
+                f"| {self.sw2:.3f}")
 
 
 def report(model, samples: torch.Tensor, base: torch.Tensor, reference: torch.Tensor, beta: float,
@@ -87,7 +103,7 @@ def report(model, samples: torch.Tensor, base: torch.Tensor, reference: torch.Te
     return ToyReport(
         shift=float(delta @ c) / wanted, shift_data=float(delta @ c) / data_wanted, drift=float(delta @ perp),
         masses=masses.tolist(), spread=float(torch.stack(spreads).mean()) if spreads else math.nan,
-        energy=energy_distance(samples, reference),
+        energy=energy_distance(samples, reference), sw2=sliced_w2(samples, reference),
     )
 
 

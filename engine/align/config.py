@@ -13,6 +13,33 @@ from ..names import METHODS
 REWARD_WEIGHTINGS = ("sqrt", "squared", "none")
 
 
+def _check_cameras_and_images(sampler, orbit, render) -> None:
+    """The nested settings a worker job or ``--views``/``--resolution`` can set, checked here rather
+    than at the first render: a bad one there fails mid-run, after ``run.json`` is written.
+    Raises :class:`engine.params.BadInput` naming the field (e.g. ``orbit.views``)."""
+    from ..params import BadInput, check_float, check_int
+
+    for name, value, kind in (("sampler", sampler, SamplerConfig), ("orbit", orbit, OrbitConfig),
+                              ("render", render, VolumeRenderConfig)):
+        if not isinstance(value, kind):
+            raise BadInput(f"{name} must be an object of {kind.__name__} fields, got {value!r}")
+    check_int("orbit.views", orbit.views, 1, 64)
+    check_float("orbit.fov", orbit.fov, 1e-3, 179.0)
+    check_float("orbit.radius", orbit.radius, 1.75, 1e3)  # outside the [-1, 1]^3 scene cube (sqrt(3) = 1.732)
+    for name in ("elevation", "azimuth_offset"):
+        check_float(f"orbit.{name}", getattr(orbit, name), -360.0, 360.0)
+    check_float("orbit.elevation_jitter", orbit.elevation_jitter, 0.0, 90.0)
+    check_int("render.resolution", render.resolution, 1, 4096)
+    check_int("render.samples", render.samples, 1, 4096)
+    check_int("render.chunk_rays", render.chunk_rays, 1)
+    check_float("render.sharpness", render.sharpness, 1e-6, 1.0)
+    check_float("render.ambient", render.ambient, 0.0, 1.0)
+    if len(render.background) != 3:
+        raise BadInput(f"render.background must be 3 numbers in [0, 1], got {render.background!r}")
+    for value in render.background:
+        check_float("render.background[]", value, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class AlignConfig:
     """Everything that decides the result of a run (given model, reward and prompts).
@@ -50,10 +77,20 @@ class AlignConfig:
     # noise). The sampled end point adds a penalty ||J_theta - J_base||^2 / std^2 on the change of
     # the mean's Jacobian, which a tilt that reweights modes needs (docs/method.md, "Flow network").
     reverse_point: str = "sampled"
-    # Whether the forward term trains the flow network too (the plain sum of the residuals) or only
-    # the policy, the flow being fitted by the reverse and terminal terms alone (docs/method.md,
-    # "Flow network"): the fixed point is the same, the dynamics are not.
+    # With flow_target="reverse": whether the forward term trains the flow network too (the plain sum
+    # of the residuals) or only the policy, the flow being fitted by the reverse and terminal terms
+    # alone (docs/method.md, "Flow network"). The bootstrap fit never lets the forward term train it.
     flow_forward_grad: bool = True
+    # How the flow network is fitted (docs/method.md, "Flow network"). "bootstrap" (default): to the
+    # base's own flow recursion, grad log F(x_t) = J_base(x_t)^T E[grad log F(x_{t-1})], whose right
+    # side is the forward target at the recorded end point (detached, as in TD learning); the policy is
+    # trained by the forward term alone. Its fixed point is the base's flow, whatever the policy does.
+    # "reverse": the reverse nabla-DB term at x_t plus the terminal term (the paper's; double
+    # backward), which fits the flow to the policy's current shift and settles short of the tilt.
+    flow_target: str = "bootstrap"
+    # With flow_target="reverse": whether the reverse term also trains the policy (double backward);
+    # the official code's reverse term trains the flow only.
+    reverse_policy_grad: bool = True
 
     # baselines
     refl_late: float = 0.75  # ReFL: random step index in [refl_late * K, K)
@@ -104,6 +141,8 @@ class AlignConfig:
             raise ValueError("reward_gradient_from must be policy or base")
         if self.reverse_point not in ("sampled", "mean"):
             raise ValueError("reverse_point must be sampled or mean")
+        if self.flow_target not in ("bootstrap", "reverse"):
+            raise ValueError("flow_target must be bootstrap or reverse")
         if self.residual_units not in ("score", "std", "mean"):
             raise ValueError("residual_units must be score, std or mean")
         if self.steps < 0 or self.trajectories < 1 or self.micro_batch < 1 or self.accumulate < 1:
@@ -122,6 +161,7 @@ class AlignConfig:
             raise ValueError("intermediate_detail must be in (0, 1]")
         if self.lora_rank < 1:
             raise ValueError("lora_rank must be >= 1")
+        _check_cameras_and_images(self.sampler, self.orbit, self.render)
         if self.mixed_precision not in ("auto", "fp32"):
             raise ValueError("mixed_precision must be 'auto' or 'fp32'")
         if self.flow_network and self.method != "nabla":

@@ -209,6 +209,10 @@ def _means(ctx: StepContext, out: torch.Tensor, x: torch.Tensor, transitions: li
 def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
     """Residual forward nabla-DB (+ trust region; + reverse and terminal terms with a flow network).
 
+    With a flow network (``flow_network``) g_phi(x_{t-1}) joins the target, and the flow is fitted by
+    :func:`_bootstrap_term` (``flow_target="bootstrap"``, the default) or by the reverse nabla-DB term
+    and the terminal term (``"reverse"``, :func:`_reverse_term`).
+
     Per transition: ``r = s_theta - s_base - beta w g`` where ``s_theta - s_base = (mu_theta - mu_base) / std^2``
     (the sampled end point cancels; computing the difference directly avoids subtracting two large
     scores). The loss is mean(r^2) times ``std^(2p)`` per transition (``residual_units``; default p = 0,
@@ -245,7 +249,10 @@ def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
             flow_rows = _rows(inner, b, x_prev.device)
             t_end = _group_timesteps(ctx, [ends[i] for i in inner], b, x_prev.device)
             flow = _flow(ctx, x_prev[flow_rows], t_end)
-            target = target.index_add(0, flow_rows, flow if cfg.flow_forward_grad else flow.detach())
+            # The bootstrap fit keeps the flow off the forward term: that term would pull it to the policy's shift.
+            trains_flow = cfg.flow_forward_grad and cfg.flow_target == "reverse"
+            target = target.index_add(0, flow_rows, flow if trains_flow else flow.detach())
+    wanted = target.detach()  # the forward target: the estimate of grad log F at the end points
     std = _stack(chunk.stds, ks)
     var = _bcast(std.pow(2), x_t)
     shift = mean - mean_base.detach()
@@ -261,7 +268,11 @@ def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
     if K in ends:
         i = ends.index(K)
         chunk.stats["rewards"] = r[i * b:(i + 1) * b]
-    if ctx.flow is not None:
+    if ctx.flow is not None and cfg.flow_target == "bootstrap":
+        loss_flow = _bootstrap_term(ctx, chunk, x_t, ks, t_start, wanted)
+        total = total + loss_flow
+        parts.update(loss_flow=float(loss_flow.detach()))
+    elif ctx.flow is not None:
         end_point = x_prev if cfg.reverse_point == "sampled" else _stack(chunk.means, ks)
         loss_rev = _reverse_term(ctx, chunk, x_t, end_point, ks, t_start)
         # The terminal term: g_phi is zero where the flow is known exactly (the terminal state and after).
@@ -296,6 +307,31 @@ def _fit_summary(fit: torch.Tensor) -> dict:
     return {"fit_cos": dot / max(math.sqrt(ss * ww), 1e-30), "fit_ratio": math.sqrt(ss / max(ww, 1e-30))}
 
 
+def _bootstrap_term(ctx: StepContext, chunk: Chunk, x_t: torch.Tensor, ks: list[int], t_start: torch.Tensor,
+                    wanted: torch.Tensor) -> torch.Tensor:
+    """The flow network's fit to the base's flow recursion at the start states x_t (n * b, *L).
+
+    The base's flow satisfies F_t(x) = E_base[F_{t-1}(x') | x], x' = mu_base(x) + std z, so
+    grad log F_t(x) = J_base(x)^T E[grad log F_{t-1}(x')], the expectation under the tilted transition
+    (which the policy approximates, so its recorded end points serve). ``wanted`` (n * b, *L) is the
+    forward target beta w g(x') + g_phi(x') at those end points (detached: a bootstrap, as in TD
+    learning; exact at the terminal state, where g_phi is 0). The flow is regressed onto
+    J_base^T wanted - beta w g(x_t): a target made of the base and the flow's own estimate one state
+    later, not of the policy's current shift, so an under-tilted policy cannot hold the flow short.
+    One vector-Jacobian product through the frozen denoiser; no double backward.
+    """
+    n = len(ks)
+    std = _bcast(_stack(chunk.stds, ks), x_t)
+    cond, uncond = _repeat_embeds(chunk.cond, n), _repeat_embeds(chunk.uncond, n)
+    x = x_t.detach().requires_grad_(True)
+    with torch.enable_grad(), lora_disabled(ctx.model):
+        mean = _means(ctx, guided_output(ctx.model, x, t_start, cond, uncond, ctx.guidance), x, ks)
+        (pulled,) = torch.autograd.grad((mean * wanted).sum(), x)
+    _, g, w = reward_gradients(ctx, chunk, x_t, ks)
+    resid = _flow(ctx, x_t, t_start) - (pulled - _scaled_reward_gradient(ctx, g, w)).detach()
+    return (resid.pow(2) * std.pow(2 * RESIDUAL_POWER[ctx.config.residual_units])).mean()
+
+
 def _reverse_term(ctx: StepContext, chunk: Chunk, x_t: torch.Tensor, x_prev: torch.Tensor, ks: list[int],
                   t_start: torch.Tensor) -> torch.Tensor:
     """Gradient of the DB condition in x_t: d/dx_t [log p_theta - log p_base](x_prev | x_t) + beta w g_t + flow(x_t).
@@ -314,7 +350,7 @@ def _reverse_term(ctx: StepContext, chunk: Chunk, x_t: torch.Tensor, x_prev: tor
                 out = guided_output(ctx.model, x, t_start, cond, uncond, ctx.guidance)
             mean = _means(ctx, out, x, ks)
             logp = -((x_prev - mean).pow(2) / (2 * std.pow(2))).sum()
-            (grad,) = torch.autograd.grad(logp, x, create_graph=use_lora)
+            (grad,) = torch.autograd.grad(logp, x, create_graph=use_lora and ctx.config.reverse_policy_grad)
         return grad
 
     diff = score_in_xt(True) - score_in_xt(False).detach()

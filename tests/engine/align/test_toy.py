@@ -13,11 +13,11 @@ from engine.align import closed_form as cf
 from engine.align.config import AlignConfig
 from engine.align.objective import LinearReward
 from engine.align.trainer import Aligner
-from engine.models.toy import GaussianToyModel, MixtureToyModel
+from engine.models.toy import AnisotropicToyModel, GaussianToyModel, MixtureToyModel
 from engine.sampling.sampler import SamplerConfig
 
 C = torch.tensor([1.0, 0.0])
-TOYS = {"gaussian": (GaussianToyModel, 2.0), "mixture": (MixtureToyModel, 1.0)}
+TOYS = {"gaussian": (GaussianToyModel, 2.0), "mixture": (MixtureToyModel, 1.0), "anisotropic": (AnisotropicToyModel, 1.0)}
 SETTINGS = dict(trust_region=3.0, lr=1e-2, lora_rank=2, trajectories=16, micro_batch=8)
 N = 2000
 
@@ -72,6 +72,46 @@ def test_one_component_mixture_is_the_gaussian_toy_and_its_tilt_is_closed_form()
     assert torch.allclose(w, expect / expect.sum())
 
 
+def test_anisotropic_denoiser_is_the_exact_posterior_noise_and_its_tilt_is_closed_form():
+    model = AnisotropicToyModel()
+    var = model.denoiser.variances.double()  # the stds squared as the denoiser holds them
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1.3
+    for t in (0, 300, 900):
+        a = float(model.denoiser.alphas_cumprod[t])
+        v = a * var + 1 - a  # (K, d)
+        xr = x.clone().requires_grad_(True)
+        diff = xr[:, None] - math.sqrt(a) * model.means.double()[None]
+        logp = torch.logsumexp(model.weights.double().log() - (diff.pow(2) / v).sum(-1) / 2 - v.log().sum(-1) / 2, 1)
+        (score,) = torch.autograd.grad(logp.sum(), xr)
+        eps = model.denoiser.double()(x, torch.full((64,), t))
+        assert torch.allclose(eps, -math.sqrt(1 - a) * score, atol=1e-9)
+    # The tilt of the data by exp(beta c.x), by importance weights on exact data samples.
+    g = torch.Generator().manual_seed(1)
+    k = torch.multinomial(model.weights, 400_000, replacement=True, generator=g)
+    x0 = model.means[k] + model.stds[k] * torch.randn(len(k), 2, generator=g)
+    w = torch.softmax(1.5 * x0 @ C, 0)
+    means, weights = model.tilted(1.5, C)
+    assert torch.allclose((w[:, None] * x0).sum(0), weights @ means, atol=0.01)
+    assert torch.allclose(torch.stack([w[k == i].sum() for i in range(2)]), weights, atol=0.01)
+    with pytest.raises(ValueError, match="std per component and axis"):
+        AnisotropicToyModel(stds=((0.2, 0.6), (0.5, 0.0)))
+
+
+def test_anisotropic_log_flow_is_the_posterior_expectation():
+    # log F_t(x) = log E[exp(beta c.x0) | x_t = x], checked by importance weights on exact data samples.
+    model = AnisotropicToyModel()
+    g = torch.Generator().manual_seed(2)
+    k = torch.multinomial(model.weights, 1_000_000, replacement=True, generator=g)
+    x0 = (model.means[k] + model.stds[k] * torch.randn(len(k), 2, generator=g)).double()
+    t = 500
+    a = float(model.denoiser.alphas_cumprod[t])
+    xs = torch.tensor([[0.3, 0.1], [-0.5, 0.4]], dtype=torch.float64)
+    got = model.log_flow(xs, t, 1.0, C)
+    for i in range(2):
+        w = torch.softmax(-(xs[i] - math.sqrt(a) * x0).pow(2).sum(1) / (2 * (1 - a)), 0)
+        assert abs(float(got[i]) - math.log(float((w * torch.exp(x0[:, 0])).sum()))) < 5e-3
+
+
 def test_reference_is_the_tilt_of_the_sampler_not_of_the_data(targets):
     # The 20-step sampler under-disperses (variance 0.33 for 0.49), so its exact tilt moves the mean
     # by about 0.33 beta, two thirds of the data-level shift; the exact flow guidance reaches it.
@@ -91,13 +131,88 @@ def test_nabla_r2d3_with_w_1_through_the_base_reaches_the_exact_gaussian_tilt(ta
     assert abs(rep.spread - 0.333) < 0.03 and rep.energy < 0.01, rep
 
 
-@pytest.mark.slow
-def test_nabla_gflownet_comes_within_its_margin_of_the_exact_flow_oracle(targets):
-    # Full Nabla-GFlowNet, w = 1: measured 98% / energy 0.0009 at 150 rounds; the oracle (exact flow
-    # guidance) 101% / 0.0004. Before its terminal state was anchored it reached 14%.
-    model, samples = _finetune("gaussian", 60, flow_network=True, reward_weighting="none")
+def test_flow_network_alone_selects_the_bootstrap_fit_and_leaves_forward_only_defaults():
+    plain, flow = AlignConfig(), AlignConfig(flow_network=True)
+    assert flow.flow_target == "bootstrap" and flow.flow_lr == 1e-3
+    assert (plain.reward_weighting, plain.reward_gradient_from, plain.flow_network) == ("sqrt", "policy", False)
+    with pytest.raises(ValueError, match="flow_target"):
+        AlignConfig(flow_network=True, flow_target="forward")
+
+
+def test_bootstrap_flow_term_regresses_onto_the_base_jacobian_pulled_target():
+    # The flow's fit: phi(x_t) -> J_base(x_t)^T wanted - beta w g(x_t). With phi = 0 the term is the
+    # mean square of that target; J_base^T wanted is checked by central differences of the base mean.
+    from engine.align import methods
+    from engine.align.lora import lora_disabled
+    from engine.sampling.sampler import guided_output, make_scheduler, transition
+
+    torch.manual_seed(0)
+    model = MixtureToyModel()
+    cfg = AlignConfig(**{**SETTINGS, "beta": 1.0, "steps": 1, "trajectories": 4, "micro_batch": 4, "flow_network": True})
+    al = Aligner(model, LinearReward(C), ["x"], cfg)
+    sched = make_scheduler(model, al.config_sampler)
+    sched.set_timesteps(cfg.sampler.steps)
+    g = torch.Generator().manual_seed(0)
+    rnd = al._sample_round(g, None)
+    traj = rnd.tensors
+    ctx = methods.StepContext(model, sched, cfg, al.objective, rnd.views, 1.0, g, al.flow)
+    cond, uncond = model.encode_prompts(rnd.prompts), model.unconditional_embeds(4)
+    chunk = methods.Chunk(traj["latents"], traj["model_outputs"], traj["stds"], traj["log_probs"], rnd.prompts, cond, uncond, [3, 9])
+    ks = chunk.transitions
+    x_t = methods._stack(chunk.latents, ks).double()
+    t_start = methods._group_timesteps(ctx, ks, 4, x_t.device)
+    wanted = torch.randn(x_t.shape, generator=g, dtype=torch.float64)
+    model.denoiser.double()
+    al.flow.double()
+    term = methods._bootstrap_term(ctx, chunk, x_t, ks, t_start, wanted)
+
+    def base_mean(x):
+        with torch.no_grad(), lora_disabled(model):
+            out = guided_output(model, x, t_start, methods._repeat_embeds(cond, 2), methods._repeat_embeds(uncond, 2), 1.0)
+            return methods._means(ctx, out, x, ks)
+
+    eps = 1e-3  # the scheduler's step runs in float32: central differences at this step are good to ~1e-4
+    pulled = torch.zeros_like(x_t)
+    for d in range(2):
+        e = torch.zeros_like(x_t)
+        e[:, d] = eps
+        pulled[:, d] = ((base_mean(x_t + e) - base_mean(x_t - e)) * wanted).sum(1) / (2 * eps)
+    _, grad, w = methods.reward_gradients(ctx, chunk, x_t, ks)
+    expect = (pulled - cfg.beta * w[:, None] * grad).pow(2).mean()
+    assert abs(float(term.detach()) - float(expect)) < 2e-3 * float(expect), (float(term.detach()), float(expect))
+    # The term trains the flow only: no gradient reaches the LoRA.
+    term.backward()
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in al.params)
+    assert any(p.grad is not None and float(p.grad.abs().max()) > 0 for p in al.flow.parameters())
+
+
+def _flow_run(name, rounds, trajectories, **overrides):
+    return _finetune(name, rounds, flow_network=True, trajectories=trajectories, **overrides)
+
+
+def test_flow_network_defaults_reach_the_exact_gaussian_tilt_where_the_reverse_term_fell_short(targets):
+    # flow_network=True alone (the bootstrap fit, w = sqrt(alpha_bar)): measured 97% / energy 0.0004 at
+    # 150 rounds, the exact-flow oracle 100% / 0.0004. The reverse nabla-DB term (flow_network=True
+    # alone before) settled at 84% / 0.0078 with these settings.
+    model, samples = _flow_run("gaussian", 40, 16)
     rep = _report("gaussian", model, samples, targets)
-    assert abs(rep.shift - 1.0) < 0.15 and rep.energy < 0.02, rep
+    before_model, before = _flow_run("gaussian", 40, 16, flow_target="reverse")
+    old = _report("gaussian", before_model, before, targets)
+    assert rep.shift > 0.9 and rep.energy < 0.003, rep  # measured at 40 rounds: 100% / 0.0009
+    assert old.shift < 0.85 and old.energy > 2 * rep.energy, old  # measured: 54% / 0.0715
+
+
+def test_flow_network_defaults_move_the_anisotropic_mixture_toward_the_tilt_twice_as_far(targets):
+    # Unequal, anisotropic modes (the third toy). Measured at 40 rounds: the bootstrap fit 66% of the
+    # exact shift, energy 0.060; the reverse term 36%, 0.181 (150 rounds: 71% / 0.034 against 44% /
+    # 0.120; the policy family stops even a perfect flow network at 79%, docs/method.md).
+    model, samples = _flow_run("anisotropic", 40, 16)
+    rep = _report("anisotropic", model, samples, targets)
+    before_model, before = _flow_run("anisotropic", 40, 16, flow_target="reverse")
+    old = _report("anisotropic", before_model, before, targets)
+    assert 0.55 < rep.shift < 1.1 and old.shift > 0, (rep, old)  # toward the tilt, never past it or the wrong way
+    assert rep.shift > 1.5 * old.shift and rep.energy < 0.5 * old.energy, (rep, old)
+    assert rep.masses[1] > old.masses[1] + 0.05, (rep, old)  # the minority mode grows toward 0.73
 
 
 @pytest.mark.slow
