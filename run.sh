@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage:  bash run.sh demo [args]    generate assets with the embedded model into out/demo
+# Usage:  bash run.sh demo [args]    generate, finetune (several minutes), regenerate; into out/demo
 #         bash run.sh test [args]    run the test suite (args go to pytest)
 #
 # Creates .venv with python3.11 on first use and (re)installs requirements.txt whenever it changes
@@ -8,7 +8,11 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-usage() {
+usage() {  # usage [exit code]: asked for (--help) prints to stdout and exits 0; a mistake, stderr and 2
+    if [[ "${1:-2}" == 0 ]]; then
+        sed -n '2,3s/^# \{0,1\}//p' "$0"
+        exit 0
+    fi
     sed -n '2,3s/^# \{0,1\}//p' "$0" >&2
     exit 2
 }
@@ -18,7 +22,7 @@ command="$1"
 shift
 case "$command" in
     demo | test) ;;
-    -h | --help | help) usage ;;
+    -h | --help | help) usage 0 ;;
     *) echo "run.sh: unknown command '$command'" >&2; usage ;;
 esac
 

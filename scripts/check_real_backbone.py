@@ -11,7 +11,7 @@ meshes, the alignment report and its adapter go to --out. Sampling and the rewar
 autocast (the aligner's ``mixed_precision="auto"`` on CUDA); LoRA weights and the optimizer stay fp32.
 
 It skips, with exit status 0 and a line saying why, when there is no CUDA GPU or no weights (nothing
-is downloaded: `huggingface-cli download openai/shap-e --local-dir DIR`, or for DiffSplat
+is downloaded: `hf download openai/shap-e --local-dir DIR`, or for DiffSplat
 `python scripts/convert_diffsplat.py --out DIR`, on a connected machine first). Generation samples with
 each model's own sampler (Shap-E: Heun, 64 steps; DiffSplat: SDE-DPM-Solver++, 20 steps) and with DDIM.
 The project's own machines have neither, so these figures are the user's to measure.

@@ -22,6 +22,13 @@ Writes ``<out>/table.md`` (the exact command on top), ``<out>/results.json``, an
 ``<out>/<reward>_curves.png`` (training reward per round of each method) and
 ``<out>/<reward>_tradeoff.png`` (reward against FD to base).
 
+Held-out curve: every run keeps the adapter of each checkpoint round (``--set METHOD.checkpoint_every=N``,
+default 10, and the last round) under ``<reward>/<method>/checkpoints/round_XXXX/`` and measures it
+there as above, when the round is reached (the model in training is sampled under a forked RNG, so
+training is unchanged) or, for rounds not measured yet (a run stopped in between), when the run is
+reused. ``<reward>/<method>/heldout.jsonl`` lists one line per measured round (round 0: the base
+model, FD 0, with ``fd_floor``), so one run gives a curve in the reward-FD plane. ``--no-curve`` turns it off.
+
 Resumable: a method whose ``report.json`` exists is not trained again (its adapter is loaded; a
 report made with other settings is an error), an interrupted training continues from its
 checkpoint, and measurements are cached (``evaluation.json`` + ``features.safetensors``) and
@@ -46,11 +53,11 @@ import torch  # noqa: E402
 
 from engine.align.evaluation import accuracy, diversity, format_tables, frechet_distance, mean_std  # noqa: E402
 from engine.align.config import AlignConfig  # noqa: E402
-from engine.align.job import AlignJob, run_alignment  # noqa: E402
+from engine.align.job import CHECKPOINT_ADAPTERS, AlignJob, AlignmentDiverged, run_alignment  # noqa: E402
 from engine.models import model_spec  # noqa: E402
 from engine.align.lora import load_adapter, remove_lora  # noqa: E402
 from engine.data.grammar import PromptError, parse_prompt  # noqa: E402
-from engine.fileio import write_bytes, write_json, write_safetensors  # noqa: E402
+from engine.fileio import strict_json, write_bytes, write_json, write_safetensors  # noqa: E402
 from engine.imaging import PLOT_COLOURS, line_plot, save_png, scatter_plot  # noqa: E402
 from engine.render import render  # noqa: E402
 from engine.render.cameras import OrbitConfig, orbit_cameras  # noqa: E402
@@ -115,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuning", action="store_true",
                    help=f"measure on the tuning seeds ({TUNING_SEED_BASES[0]}, ...) instead of the evaluation seeds, "
                         "to choose settings without looking at the table's samples")
+    p.add_argument("--no-curve", dest="curve", action="store_false",
+                   help="do not keep and measure the adapter of every checkpoint round (the held-out curve)")
     p.add_argument("--critic-weights", type=Path, default=None, help="critic .safetensors for the metrics (default: the shipped one)")
     # One thread by default: on the shared 2-core development machine a nabla round took 12-13 s with
     # one thread and 30-150 s with two (the second thread mostly waits for a busy core).
@@ -144,6 +153,7 @@ class Settings:
     critic_weights: Path | None
     threads: int
     tuning: bool = False
+    curve: bool = True  # keep and measure every checkpoint round's adapter (heldout.jsonl)
     command: str = ""
 
     @property
@@ -226,7 +236,7 @@ def parse_settings(argv: list[str]) -> Settings:
         eval_seeds=args.eval_seeds, prompts=list(args.prompts), resolution=args.render_resolution,
         render_samples=args.render_samples, views=args.views, sampling_steps=args.sampling_steps, betas=betas, lrs=lrs,
         overrides=overrides,
-        seed=args.seed, critic_weights=args.critic_weights, threads=args.threads, tuning=args.tuning,
+        seed=args.seed, critic_weights=args.critic_weights, threads=args.threads, tuning=args.tuning, curve=args.curve,
         command=shlex.join([exe, COMMAND, *argv]),
     )
 
@@ -379,6 +389,7 @@ def job_params(settings: Settings, reward: str, method: str, folder: Path) -> di
         "trajectories": settings.trajectories,
         "seed": settings.seed,
         "resume": True,
+        "checkpoint_adapters": settings.curve,
         "extra": {
             "render": {"resolution": settings.resolution, "samples": settings.render_samples},
             "orbit": {"views": settings.views, "random_azimuth": True, "elevation_jitter": 5.0},
@@ -388,8 +399,11 @@ def job_params(settings: Settings, reward: str, method: str, folder: Path) -> di
     }
 
 
-def finetune(model, settings: Settings, reward: str, method: str, folder: Path, say) -> dict:
-    """Train (or reuse) the adapter of one cell; leaves it loaded on ``model``. Returns the job's report."""
+def finetune(model, settings: Settings, reward: str, method: str, folder: Path, say, on_checkpoint=None) -> dict:
+    """Train (or reuse) the adapter of one cell; leaves it loaded on ``model``. Returns the job's report.
+
+    ``on_checkpoint(round, adapter_dir)``: see :func:`run_alignment` (called only while training).
+    """
     params = job_params(settings, reward, method, folder)
     expected = json.loads(json.dumps(AlignJob.from_params(params).config().to_dict()))
     remove_lora(model)
@@ -414,7 +428,61 @@ def finetune(model, settings: Settings, reward: str, method: str, folder: Path, 
             last[0] = time.perf_counter()
             say(message)
 
-    return run_alignment(params, progress=progress, model=model)
+    return run_alignment(params, progress=progress, model=model, on_checkpoint=on_checkpoint)
+
+
+# --- the held-out curve: every checkpoint round's adapter, measured -----------------------------------------
+
+CURVE = "heldout.jsonl"
+
+
+def checkpoint_rounds(folder: Path) -> dict[int, Path]:
+    """Round -> kept adapter folder (``<folder>/checkpoints/round_XXXX/adapter``) of one run."""
+    found = {}
+    for adapter in (folder / CHECKPOINT_ADAPTERS).glob("round_*/adapter"):
+        digits = adapter.parent.name.removeprefix("round_")
+        if digits.isdigit() and (adapter / "adapter_model.safetensors").is_file():
+            found[int(digits)] = adapter
+    return dict(sorted(found.items()))
+
+
+def measure_checkpoints(model, settings: Settings, folder: Path, key: dict, prompts, seeds, rewards: dict, critic,
+                        say) -> dict[int, Measurement]:
+    """Measure every kept checkpoint adapter of the run in ``folder`` that has no valid cached
+    measurement (``key`` plus the adapter's fingerprint), loading each in turn; returns round ->
+    measurement. Leaves ``model`` without LoRA."""
+    out = {}
+    for step, adapter in checkpoint_rounds(folder).items():
+        cell_key = {**key, "adapter": _fingerprint(adapter / "adapter_model.safetensors")}
+        cached = _load_measurement(adapter.parent, cell_key, list(rewards))
+        if cached is None:
+            remove_lora(model)
+            load_adapter(model, adapter)
+            cached, _ = measure_cached(adapter.parent, cell_key, model, prompts, seeds, settings, rewards, critic)
+            say(f"measured round {step} on {len(prompts)} held-out samples in {cached.seconds:.1f} s")
+        out[step] = cached
+    remove_lora(model)
+    return out
+
+
+def curve_rows(checkpoints: dict[int, Measurement], reward: str, base: Measurement, floor: Measurement | None,
+               trajectories: int) -> list[dict]:
+    """One row per measured round (the :func:`summarise` columns plus ``round`` and cumulative
+    ``trajectories``), round 0 being the base model: FD 0 (the base set against itself: every round is
+    measured on the same seeds), and ``fd_floor``, the FD between two disjoint base sets (the noise
+    level of FD at this sample size)."""
+    start = summarise(base, reward, base, floor, is_base=True)
+    start["fd_floor"], start["fd_to_base"] = start["fd_to_base"], 0.0 if base.features is not None else None
+    rows = [{"round": 0, "trajectories": 0, "base": True, **start}]
+    for step, m in sorted(checkpoints.items()):
+        rows.append({"round": step, "trajectories": step * trajectories, **summarise(m, reward, base, floor, is_base=False)})
+    return rows
+
+
+def write_curve(folder: Path, rows: list[dict]) -> Path:
+    """``heldout.jsonl``: strict JSON, one line per round, replaced atomically as a whole."""
+    text = "".join(strict_json(row) + "\n" for row in rows)
+    return write_bytes(folder / CURVE, text.encode())
 
 
 def read_log(folder: Path) -> list[dict]:
@@ -574,11 +642,39 @@ def run(settings: Settings, model=None, critic=None) -> dict:
                 block["methods"]["base"] = {**summarise(base, reward, base, floor, is_base=True), "seconds_per_round": None, "rounds": 0}
                 continue
             folder = out / reward / method
-            report = finetune(model, settings, reward, method, folder, lambda msg: say(msg, cell))
-            key = {**common_key, "prompts": eval_prompts, "seeds": eval_seeds, "rewards": {reward: settings.rewards[reward]},
-                   "adapter": _fingerprint(folder / "adapter" / "adapter_model.safetensors")}
-            m, cached = measure_cached(folder, key, model, eval_prompts, eval_seeds, settings, {reward: rewards[reward]}, critic)
+            cell_key = {**common_key, "prompts": eval_prompts, "seeds": eval_seeds, "rewards": {reward: settings.rewards[reward]}}
+            one_reward = {reward: rewards[reward]}
+
+            def at_checkpoint(step: int, adapter: Path, cell=cell, cell_key=cell_key, one_reward=one_reward) -> None:
+                # the model in training holds this round's weights: sample it as it is, under a forked
+                # RNG so that the run's own randomness is untouched
+                key = {**cell_key, "adapter": _fingerprint(adapter / "adapter_model.safetensors")}
+                with torch.random.fork_rng(devices=[]):
+                    m, cached = measure_cached(adapter.parent, key, model, eval_prompts, eval_seeds, settings, one_reward, critic)
+                if not cached:
+                    say(f"round {step}: held-out reward {mean_std(m.rewards[reward])[0]:.4g} ({m.seconds:.1f} s)", cell)
+
+            try:
+                report = finetune(model, settings, reward, method, folder, lambda msg: say(msg, cell),
+                                  on_checkpoint=at_checkpoint if settings.curve else None)
+            except AlignmentDiverged:
+                if settings.curve:  # the rounds kept before the divergence still make a curve
+                    remove_lora(model)
+                    checkpoints = measure_checkpoints(model, settings, folder, cell_key, eval_prompts, eval_seeds,
+                                                      one_reward, critic, lambda msg: say(msg, cell))
+                    write_curve(folder, curve_rows(checkpoints, reward, base, floor, settings.trajectories))
+                raise
+            key = {**cell_key, "adapter": _fingerprint(folder / "adapter" / "adapter_model.safetensors")}
+            last = checkpoint_rounds(folder).get(report.get("rounds") or -1)
+            m = _load_measurement(last.parent, key, list(one_reward)) if last is not None else None
+            if m is not None and _load_measurement(folder, key, list(one_reward)) is None:
+                _save_measurement(folder, m, key)  # the last round's adapter is the final one: measured once
+            m, cached = measure_cached(folder, key, model, eval_prompts, eval_seeds, settings, one_reward, critic)
             remove_lora(model)
+            if settings.curve:
+                checkpoints = measure_checkpoints(model, settings, folder, cell_key, eval_prompts, eval_seeds, one_reward,
+                                                  critic, lambda msg: say(msg, cell))
+                write_curve(folder, curve_rows(checkpoints, reward, base, floor, settings.trajectories))
             row = {**summarise(m, reward, base, floor, is_base=False), "seconds_per_round": report.get("seconds_per_round"),
                    "rounds": report.get("rounds"), "train_s": report.get("train_s")}
             block["methods"][method] = row

@@ -25,3 +25,11 @@ def test_layout_describes_training_as_what_it_holds():
     modules = {p.stem for p in (ROOT / "engine" / "training").glob("*.py")} - {"__init__"}
     following = layout[layout.index(line):].split("\n  - ", 1)[0]
     assert all(m in following for m in modules), following
+
+
+def test_the_install_paragraph_says_one_thing_about_which_torch_build_pip_installs():
+    """It promised the CPU build, then said an extra index is needed to get it (issue 22)."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert "CPU build of torch" not in text
+    assert "pip takes torch from PyPI, which on Linux is the CUDA build" in text
+    assert "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in text

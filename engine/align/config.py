@@ -145,8 +145,8 @@ class AlignConfig:
             raise ValueError("flow_target must be bootstrap or reverse")
         if self.residual_units not in ("score", "std", "mean"):
             raise ValueError("residual_units must be score, std or mean")
-        if self.steps < 0 or self.trajectories < 1 or self.micro_batch < 1 or self.accumulate < 1:
-            raise ValueError("steps must be >= 0; trajectories, micro_batch and accumulate >= 1")
+        if self.steps < 0 or self.trajectories < 1 or self.micro_batch < 1 or self.accumulate < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps must be >= 0; trajectories, micro_batch, accumulate and checkpoint_every >= 1")
         if not 0.0 < self.subsample <= 1.0:
             raise ValueError("subsample must be in (0, 1]")
         if not 0.0 <= self.refl_late < 1.0:

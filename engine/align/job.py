@@ -8,6 +8,9 @@ Files in ``out_dir``: ``adapter/`` (peft folder), ``log.jsonl`` (one line per ro
 ``preview_every`` rounds the current model's asset for the first held-out prompt, as ``.npz`` mesh
 and ``.png`` thumbnail, both announced through the ``preview`` callback (the Blender layer shows the
 mesh as a preview object in the scene and the PNG in its Previews panel).
+With ``checkpoint_adapters``, ``checkpoints/round_XXXX/adapter/`` keeps the adapter of every
+checkpoint round (every ``checkpoint_every`` rounds and the last), so the run can be measured along
+the way (scripts/evaluate_alignment.py evaluates them: one run gives a curve, not a point).
 """
 from __future__ import annotations
 
@@ -22,10 +25,10 @@ from typing import Callable
 
 import torch
 
-from ..fileio import write_json
+from ..fileio import folder_lock, write_json
 from ..imaging import contact_sheet, line_plot, save_png, to_pil
-from ..params import (MAX_BETA, MAX_LR, MAX_SEED, BadInput, check_bool, check_device, check_fields, check_float, check_int,
-                      check_str)
+from ..params import (MAX_BETA, MAX_EVAL_SEEDS, MAX_LR, MAX_SEED, BadInput, check_bool, check_device, check_fields,
+                      check_float, check_int, check_str)
 from ..render import render
 from ..render.cameras import OrbitConfig, orbit_cameras
 from ..render.volume import VolumeRenderConfig
@@ -65,6 +68,9 @@ class AlignJob:
     model_path: str | None = None  # folder of its weights; None: the bundled ones
     renderer: str = "volume"  # RENDERERS: "cycles" renders meshes with Blender (DDPO only)
     cycles_samples: int = 16  # Cycles samples per pixel (renderer "cycles")
+    # keep the adapter of every checkpoint round under checkpoints/round_XXXX/adapter (not part of the
+    # run's identity: it changes what is kept, not what is trained)
+    checkpoint_adapters: bool = False
     extra: dict = field(default_factory=dict)  # any other AlignConfig field
 
     def __post_init__(self) -> None:
@@ -85,7 +91,7 @@ class AlignJob:
             raise BadInput(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         self.model_path = check_str("model_path", self.model_path, nullable=True)
         prompt_rules(self.model).validate(self.prompts)  # PromptError (a ValueError) names the bad word
-        self.eval_seeds = check_int("eval_seeds", self.eval_seeds, 1)
+        self.eval_seeds = check_int("eval_seeds", self.eval_seeds, 1, MAX_EVAL_SEEDS)
         self.beta = check_float("beta", self.beta, 0.0, MAX_BETA, nullable=True)
         self.trust_region = check_float("trust_region", self.trust_region, 0.0, nullable=True)
         self.lr = check_float("lr", self.lr, 0.0, MAX_LR, nullable=True)
@@ -102,6 +108,7 @@ class AlignJob:
             raise BadInput(f"method {self.method} needs the reward's gradient, and Cycles renders have none: "
                            f"use the volume renderer, or method {' / '.join(GRADIENT_FREE_METHODS)} with Cycles")
         self.cycles_samples = check_int("cycles_samples", self.cycles_samples, 1, 4096)
+        self.checkpoint_adapters = check_bool("checkpoint_adapters", self.checkpoint_adapters)
         self.extra = check_fields("extra", self.extra, AlignConfig)
 
     @classmethod
@@ -240,13 +247,42 @@ def make_objective(job: AlignJob, config: AlignConfig, model, reward) -> Rendere
     return RenderedReward(model, reward, config.orbit, config.render, config.image_noise)
 
 
-def run_alignment(params: dict, progress: Callable[[float, str], None] | None = None,
+CHECKPOINT_ADAPTERS = "checkpoints"
+
+
+def checkpoint_adapter_dir(out_dir: str | Path, step: int) -> Path:
+    """Where a run with ``checkpoint_adapters`` keeps the adapter of round ``step``."""
+    return Path(out_dir) / CHECKPOINT_ADAPTERS / f"round_{step:04d}" / "adapter"
+
+
+ALIGN_LOCK = ".align.lock"  # in out_dir while a run holds it (engine.fileio.folder_lock)
+
+
+def run_alignment(params: dict, *args, **kwargs) -> dict:
+    """Run an alignment job (arguments and report: :func:`_run_alignment_unlocked`) holding ``out_dir``'s
+    lock, so a second run on the same folder (another terminal, a second Blender) is refused at once
+    with :class:`engine.fileio.FolderBusy` (a ValueError) instead of interleaving its rounds with the
+    first one's in ``log.jsonl``. The OS drops the lock when its process dies: a crashed run leaves
+    nothing stuck. Under ``torchrun`` only rank 0, the one that writes, takes it."""
+    job = AlignJob.from_params(params)
+    job.config()  # bad parameters are refused before the folder is touched
+    if world()[0] != 0:
+        return _run_alignment_unlocked(params, *args, **kwargs)
+    with folder_lock(job.out_dir, "alignment run", ALIGN_LOCK):
+        return _run_alignment_unlocked(params, *args, **kwargs)
+
+
+def _run_alignment_unlocked(params: dict, progress: Callable[[float, str], None] | None = None,
                   should_cancel: Callable[[], bool] | None = None,
-                  preview: Callable[[str, str], None] | None = None, model=None) -> dict:
+                  preview: Callable[[str, str], None] | None = None, model=None,
+                  on_checkpoint: Callable[[int, Path], None] | None = None) -> dict:
     """Run an alignment job described by ``params`` (the fields of :class:`AlignJob`); returns the report.
 
     ``progress(fraction, message)`` is called along the way; ``preview(png_path, label)`` whenever a
-    new picture (reward curve) is written. Raises ValueError for bad parameters before any work.
+    new picture (reward curve) is written. With ``checkpoint_adapters``, ``on_checkpoint(round,
+    adapter_dir)`` is called after each checkpoint round's adapter is kept, with the model holding
+    that round's weights (a caller may sample it there, under no_grad; it must leave the LoRA as it is).
+    Raises ValueError for bad parameters before any work.
     """
     from ..models import load_model
     from ..rewards.registry import build_reward_expression
@@ -268,6 +304,8 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
     sampler = config.sampler.for_model(model)
     eval_prompts = [p for p in job.prompts for _ in range(job.eval_seeds)]
     eval_seeds = [EVAL_SEED_BASE + i for _ in job.prompts for i in range(job.eval_seeds)]
+    if aligner.step > 0:  # a checkpoint of this run (interrupted, or finished and now asked for more rounds)
+        say(0.0, f"resuming from round {aligner.step} of {config.steps}")
     say(0.0, "scoring the base model on held-out seeds")
     base_latents, base_rewards = evaluate(model, objective, eval_prompts, eval_seeds, sampler, base=True)
     _require_finite(base_rewards, "the base model's held-out samples")
@@ -277,10 +315,25 @@ def run_alignment(params: dict, progress: Callable[[float, str], None] | None = 
 
     curve = out / "reward_curve.png"
 
+    def keep_checkpoint_adapter(step: int) -> None:
+        # Called when the trainer has just saved checkpoint.pt for this round, so the kept adapter
+        # and the checkpoint agree; an existing one (a resumed run) is the same weights.
+        folder = checkpoint_adapter_dir(out, step)
+        if not folder.is_dir():
+            aligner.save_adapter(folder, {"reward": job.reward, "prompts": job.prompts, "round": step})
+        if on_checkpoint is not None:
+            on_checkpoint(step, folder)
+
+    if writer and job.checkpoint_adapters and aligner.step > 0 and not checkpoint_adapter_dir(out, aligner.step).is_dir():
+        # resumed from a checkpoint whose adapter was not kept yet (stopped between the two writes)
+        keep_checkpoint_adapter(aligner.step)
+
     def on_step(record) -> None:
         say(0.05 + 0.9 * record.step / max(config.steps, 1), f"round {record.step}/{config.steps}: reward {record.reward_mean:.4f} ({record.time_s:.1f} s)")
         if not writer:
             return
+        if job.checkpoint_adapters and (record.step % config.checkpoint_every == 0 or record.step == config.steps):
+            keep_checkpoint_adapter(record.step)
         if record.step % 5 == 0 or record.step == config.steps:
             save_png(reward_curve(aligner.history, base_rewards, None, f"{config.method} on {job.reward}"), curve)
             if preview is not None:

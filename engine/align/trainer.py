@@ -13,6 +13,7 @@ one backward per wrapped forward. Gradients accumulate over micro-batches under 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -135,6 +136,7 @@ class Aligner:
 
             self.ddp = DistributedDataParallel(model.denoiser, device_ids=None if self._device.type == "cpu" else [self._device])
         self.step = 0
+        self.saved_step: int | None = None  # the round checkpoint.pt holds, once written or loaded
         self.history: list[dict] = []
         self._pending: SampledRound | None = None  # train_on_previous: this round's samples, trained on next round
         if resume and self.out_dir is not None and (self.out_dir / CHECKPOINT).is_file():
@@ -243,16 +245,56 @@ class Aligner:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self, progress: Callable[[StepRecord], None] | None = None, should_cancel: Callable[[], bool] | None = None) -> list[dict]:
-        """Train until ``config.steps`` updates are done; returns the log (one dict per update)."""
-        while self.step < self.config.steps:
-            record = self.train_step(should_cancel)
-            if self.rank == 0 and self.out_dir is not None:
-                self._append_log(record)
-                if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
-                    self.save_checkpoint()
-            if progress is not None:
-                progress(record)
+        """Train until ``config.steps`` updates are done; returns the log (one dict per update).
+
+        An interrupt (``Cancelled`` from ``should_cancel``, or ``KeyboardInterrupt``: Ctrl-C, or a
+        SIGTERM the caller turns into one) abandons the unfinished round, rolling the LoRA, the
+        optimizer and the flow back to where the last completed round left them, writes a
+        checkpoint of that round unless one is already there, adds a note naming it to the
+        exception and re-raises it: the next run with the same settings resumes from that round,
+        whatever ``checkpoint_every`` is."""
+        try:
+            while self.step < self.config.steps:
+                start = self._round_start()
+                try:
+                    record = self.train_step(should_cancel)
+                except BaseException:
+                    self._roll_back(start)  # abandon the unfinished round
+                    raise
+                if self.rank == 0 and self.out_dir is not None:
+                    self._append_log(record)
+                    if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                        self.save_checkpoint()
+                if progress is not None:
+                    progress(record)
+        except (Cancelled, KeyboardInterrupt) as exc:
+            self._checkpoint_on_interrupt(exc)
+            raise
         return self.history
+
+    def _round_start(self) -> dict:
+        """What a round changes before it completes: copies of the trainable weights and the optimizer
+        state (LoRA-sized, so cheap next to a round), the step, the log's length and the pending round."""
+        params = self.params + ([] if self.flow is None else list(self.flow.parameters()))
+        return {"step": self.step, "history": len(self.history), "pending": self._pending,
+                "params": [p.detach().clone() for p in params], "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def _roll_back(self, start: dict) -> None:
+        params = self.params + ([] if self.flow is None else list(self.flow.parameters()))
+        with torch.no_grad():
+            for p, saved in zip(params, start["params"]):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(start["optimizer"])
+        self.step, self._pending = start["step"], start["pending"]
+        del self.history[start["history"]:]
+
+    def _checkpoint_on_interrupt(self, exc: BaseException) -> None:
+        if self.rank != 0 or self.out_dir is None or self.step == 0:
+            return
+        if self.saved_step != self.step:
+            self.save_checkpoint()
+        exc.add_note(f"the checkpoint of round {self.step} of {self.config.steps} is in {self.out_dir / CHECKPOINT}; "
+                     "run the same command again to resume from it")
 
     # -- files --------------------------------------------------------------------------------------
     def _append_log(self, record: StepRecord) -> None:
@@ -271,7 +313,9 @@ class Aligner:
             "pending": None if self._pending is None else self._pending.to_state(),
             "identity": json.dumps(self.identity, allow_nan=False),
         }
-        return atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        path = atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        self.saved_step = self.step
+        return path
 
     def _load_checkpoint(self) -> None:
         from peft import set_peft_model_state_dict
@@ -281,6 +325,12 @@ class Aligner:
             state = torch.load(path, map_location=self._device, weights_only=True)
         except Exception as exc:
             raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+        missing = [k for k in ("model", "step", "lora", "optimizer", "config") if not isinstance(state, dict) or k not in state]
+        if not missing and (not isinstance(state["lora"], dict) or set(state["lora"]) != set(lora_state_dict(self.model))):
+            missing = ["the LoRA tensors of this model"]
+        if missing:  # e.g. a file saved by something else: one line, not a KeyError
+            raise ValueError(f"checkpoint {path} is not a complete alignment checkpoint (no {', '.join(missing)}); "
+                             "remove it to start over, or use a new output folder")
         if state.get("model") != self.model.name:
             raise ValueError(f"checkpoint {path} belongs to model {state.get('model')!r}, not {self.model.name!r}")
         # Checkpoints from before run identities carry the config only.
@@ -291,6 +341,10 @@ class Aligner:
         if self.flow is not None and state["flow"] is not None:
             self.flow.load_state_dict(state["flow"])
         self.step = int(state["step"])
+        if self.step > self.config.steps:
+            raise ValueError(f"checkpoint {path} holds round {self.step}, more than the {self.config.steps} rounds asked "
+                             f"for: ask for {self.step} rounds or more to continue it, or use a new output folder")
+        self.saved_step = self.step
         self._pending = SampledRound.from_state(state["pending"]) if state.get("pending") is not None else None
         # Keep the log consistent with the checkpoint: drop lines of updates that will be redone.
         log = self.out_dir / LOG
@@ -299,10 +353,22 @@ class Aligner:
         text = "".join(json.dumps(r) + "\n" for r in self.history)
         atomic_write(log, lambda tmp: Path(tmp).write_text(text))
 
-    def _check_identity(self, saved: dict, what: str) -> None:
-        differ = sorted(k for k in set(saved) | set(self.identity) if k in saved and saved.get(k) != self.identity.get(k))
+    def _check_identity(self, saved: dict, what: str, where: str = "the checkpoint") -> None:
+        """Refuse ``saved`` (a run's identity) unless it matches this run's, naming each setting that
+        differs with both values. The number of rounds and the checkpoint interval do not decide
+        the result (round ``s`` draws from its own generator), so they may change: more rounds
+        continue a finished run."""
+        here, there = _flatten(self.identity), _flatten(saved)
+        for name in NOT_IDENTITY:
+            here.pop(name, None), there.pop(name, None)
+        top = {k.split(".")[0] for k in saved}  # an older run's identity lacks some parts: compare those it has
+        differ = sorted(k for k in set(here) | set(there) if k.split(".")[0] in top and here.get(k, _ABSENT) != there.get(k, _ABSENT))
         if differ:
-            raise ValueError(f"{what} was written with another configuration ({', '.join(differ)} differ); use a new output folder")
+            shown = "; ".join(f"{k.removeprefix('config.')}: {_show(here.get(k, _ABSENT))} here, {_show(there.get(k, _ABSENT))} "
+                              f"in {where}" for k in differ[:8])
+            more = f"; and {len(differ) - 8} more" if len(differ) > 8 else ""
+            raise ValueError(f"{what} was written with another configuration ({shown}{more}); "
+                             "use the same settings or a new output folder")
 
     def _refuse_other_runs(self) -> None:
         """Before a fresh run deletes ``log.jsonl`` / ``checkpoint.pt`` in its folder: they must be this run's."""
@@ -314,7 +380,7 @@ class Aligner:
         except (OSError, ValueError):
             raise ValueError(f"{self.out_dir} holds {' and '.join(found)} of another run (no readable {RUN}); "
                              "choose a new output folder or remove them") from None
-        self._check_identity(saved, f"{self.out_dir} holds {' and '.join(found)} of a run that")
+        self._check_identity(saved, f"{self.out_dir} holds {' and '.join(found)} of a run that", RUN)
 
     def save_adapter(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         return save_adapter(self.model, directory, {"method": self.config.method, "steps": self.step, **(extra or {})})
@@ -341,6 +407,28 @@ class SampledRound:
     def from_state(cls, state: dict) -> "SampledRound":
         views = None if state["views"] is None else Cameras(**state["views"])
         return cls(list(state["prompts"]), views, dict(state["tensors"]), state["rewards"])
+
+
+NOT_IDENTITY = ("config.steps", "config.checkpoint_every")  # change what is kept or how far, not the result
+_ABSENT = object()
+
+
+def _flatten(identity: dict, prefix: str = "") -> dict:
+    """``{"config": {"lr": 1e-3}}`` -> ``{"config.lr": 1e-3}``: nested settings compared one by one."""
+    flat = {}
+    for k, v in identity.items():
+        if isinstance(v, dict) and v:
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _show(value) -> str:
+    if value is _ABSENT:
+        return "not set"
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _weights_fingerprint(model) -> str:

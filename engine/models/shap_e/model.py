@@ -43,7 +43,7 @@ HUB_ID = "openai/shap-e"
 SUBFOLDERS = ("prior", "text_encoder", "tokenizer", "scheduler", "shap_e_renderer")
 LAYOUT = ("a folder written by diffusers' ShapEPipeline.save_pretrained: model_index.json and the subfolders "
           + ", ".join(SUBFOLDERS))
-DOWNLOAD = f"huggingface-cli download {HUB_ID} --local-dir DIR"
+DOWNLOAD = f"hf download {HUB_ID} --local-dir DIR"
 
 
 @dataclass(frozen=True)

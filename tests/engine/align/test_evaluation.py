@@ -349,3 +349,41 @@ def test_main_end_to_end_on_tiny_settings_and_resume(tiny, tmp_path, capsys):
     for method in rows:
         for key in ("reward_mean", "fd_to_base", "critic_accuracy", "geometric_accuracy", "diversity", "seconds_per_round"):
             assert again[method][key] == rows[method][key], (method, key)
+
+
+def test_every_checkpoint_round_is_measured_into_a_curve_and_reused_on_rerun(tiny, tmp_path, capsys):
+    """A 2-round run with checkpoint_every 1 gives heldout.jsonl with rounds 0 (base), 1, 2; the last
+    round is the final adapter (the same figures as the table's row, measured once); a rerun measures
+    nothing again, and a lost round's measurement is redone alone, with the same figures."""
+    script, _, model, critic, _ = tiny
+    out = tmp_path / "table"
+    argv = ["--out", str(out), "--rewards", "dnc", "--methods", "base", "refl", "--rounds", "2", "--trajectories", "1",
+            "--eval-seeds", "2", "--prompts", "a red cube", "--render-resolution", "12", "--render-samples", "12",
+            "--views", "2", "--sampling-steps", "4", "--set", "refl.checkpoint_every=1", "--lr", "refl=0.05"]
+    assert script.main(argv, model=model, critic=critic) == 0, capsys.readouterr().err
+    run = out / "dnc" / "refl"
+    refuse = lambda c: pytest.fail(f"heldout.jsonl holds {c}")  # noqa: E731
+    curve = [json.loads(line, parse_constant=refuse) for line in (run / "heldout.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in curve] == [0, 1, 2] and [r["trajectories"] for r in curve] == [0, 1, 2]
+    row = json.loads((out / "results.json").read_text())["rewards"]["dnc"]["methods"]
+    assert curve[0]["base"] and curve[0]["reward_mean"] == row["base"]["reward_mean"]
+    assert curve[0]["fd_to_base"] == 0.0 and curve[0]["fd_floor"] == row["base"]["fd_to_base"]  # base vs itself; the floor
+    for key in ("reward_mean", "fd_to_base", "critic_accuracy", "geometric_accuracy", "diversity"):
+        assert curve[2][key] == row["refl"][key], key
+    assert curve[1]["fd_to_base"] != curve[2]["fd_to_base"]  # two different adapters were measured
+    printed = capsys.readouterr().out
+    assert "round 1: held-out reward" in printed and "round 2: held-out reward" in printed
+
+    assert script.main(argv, model=model, critic=critic) == 0
+    printed = capsys.readouterr().out
+    assert "held-out reward" not in printed and "measured round" not in printed
+    assert [json.loads(line) for line in (run / "heldout.jsonl").read_text().splitlines()] == curve
+
+    (run / "checkpoints" / "round_0001" / "evaluation.json").unlink()
+    assert script.main(argv, model=model, critic=critic) == 0
+    printed = capsys.readouterr().out
+    assert "measured round 1 " in printed and "measured round 2 " not in printed
+    again = [json.loads(line) for line in (run / "heldout.jsonl").read_text().splitlines()]
+    for key in ("reward_mean", "fd_to_base", "critic_accuracy", "diversity"):
+        assert again[1][key] == pytest.approx(curve[1][key], rel=1e-6, abs=1e-9), key
+    assert not has_lora(model)

@@ -153,6 +153,11 @@ def test_divergence_in_the_first_round_says_no_checkpoint_was_written(tmp_path, 
         ({"reward_options": {"palette": "#ff8800"}}, "reward_options must map reward names to objects"),
         ({"extra": {"subsample": "x"}}, "extra.subsample must be a finite number"),
         ({"extra": {"sampler": {"steps": "4"}}}, "extra.sampler.steps must be an integer"),
+        ({"extra": {"sampler": "ddim"}}, "extra.sampler must be an object of SamplerConfig fields"),
+        ({"extra": {"orbit": {"views": 0}}}, "orbit.views must be in 1..64, got 0"),
+        ({"extra": {"render": {"resolution": -4}}}, "render.resolution must be in 1..4096, got -4"),
+        ({"extra": {"render": {"samples": 0}}}, "render.samples must be in 1..4096, got 0"),
+        ({"extra": {"orbit": {"radius": 1.0}}}, "orbit.radius must be in [1.75, 1000], got 1"),
     ],
 )
 def test_wrong_types_and_ranges_are_refused_naming_the_field(tmp_path, change, words):
@@ -171,9 +176,9 @@ def test_rerunning_into_the_same_folder_with_another_palette_or_prompts_is_refus
     out = tmp_path / "run"
     run_alignment(_params(out, steps=1, trajectories=1))
     kept = (out / "checkpoint.pt").read_bytes()
-    with pytest.raises(ValueError, match=r"another configuration \(reward_options differ\)"):
+    with pytest.raises(ValueError, match=r"another configuration \(reward_options.palette.palette: '#0044ff' here, '#ff8800' in the checkpoint\)"):
         run_alignment(_params(out, steps=1, trajectories=1, reward_options={"palette": {"palette": "#0044ff"}}))
-    with pytest.raises(ValueError, match=r"\(prompts differ\)"):
+    with pytest.raises(ValueError, match=r'\(prompts: \["a blue torus"\] here, \["a red cube"\] in the checkpoint\)'):
         run_alignment(_params(out, steps=1, trajectories=1, prompts=["a blue torus"]))
     with pytest.raises(ValueError, match="of a run that was written with another configuration"):
         run_alignment(_params(out, steps=1, trajectories=1, reward="dnc", reward_options={}, resume=False))
@@ -215,3 +220,124 @@ def test_cycles_objective_scores_what_the_volume_renderer_scores():
     assert cycles.shape == (3,) and not cycles.requires_grad
     assert torch.allclose(cycles, volume.detach(), atol=0.05), (cycles, volume)
     assert cycles[0] > cycles[1] + 0.3 and cycles[0] > cycles[2] + 0.3  # the red one is on the palette
+
+
+def test_checkpoint_adapters_are_kept_at_checkpoint_rounds_and_match_the_model_then(tmp_path):
+    """checkpoint_adapters keeps round 2, 4 (checkpoint_every 2) and the last round 5; the callback
+    sees each with the model holding that round's weights, and the last one is the final adapter."""
+    from engine.align.job import checkpoint_adapter_dir
+    from engine.align.lora import lora_state_dict, read_adapter
+
+    out = tmp_path / "run"
+    model = load_model("embedded")
+    seen = {}
+
+    def on_checkpoint(step, adapter):
+        seen[step] = (adapter, {k: v.clone() for k, v in lora_state_dict(model).items()})
+
+    run_alignment(_params(out, steps=5, trajectories=1, checkpoint_adapters=True, extra={**TINY, "checkpoint_every": 2}),
+                  model=model, on_checkpoint=on_checkpoint)
+    assert sorted(seen) == [2, 4, 5]
+    kept = sorted(p.parent.name for p in (out / "checkpoints").glob("round_*/adapter"))
+    assert kept == ["round_0002", "round_0004", "round_0005"]
+    for step, (adapter, live) in seen.items():
+        assert adapter == checkpoint_adapter_dir(out, step)
+        _, tensors = read_adapter(adapter)
+        assert set(tensors) == set(live) and all(torch.equal(tensors[k], live[k]) for k in live)
+    _, final = read_adapter(out / "adapter")
+    _, last = read_adapter(checkpoint_adapter_dir(out, 5))
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    _, second = read_adapter(checkpoint_adapter_dir(out, 2))
+    assert any(not torch.equal(second[k], last[k]) for k in last)  # the rounds differ: not one adapter copied
+
+
+def test_without_checkpoint_adapters_nothing_is_kept(tmp_path):
+    calls = []
+    run_alignment(_params(tmp_path / "run", steps=1, trajectories=1), on_checkpoint=lambda s, a: calls.append(s))
+    assert calls == [] and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_one_runs(tmp_path):
+    """Two identical align runs on one --out both used to finish, their rounds interleaved in
+    log.jsonl (1,1,2,2). The second is now refused at once, and the first one is unaffected."""
+    from engine.fileio import FolderBusy
+
+    out = tmp_path / "run"
+    refused = []
+
+    def second_run(fraction, message):
+        if message.startswith("round 1/") and not refused:
+            with pytest.raises(FolderBusy, match=r"is in use by another alignment run \(process \d+\)") as info:
+                run_alignment(_params(out))
+            refused.append(str(info.value))
+
+    report = run_alignment(_params(out), progress=second_run)
+    assert refused and report["rounds"] == 2
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+    assert not (out / ".align.lock").exists()  # released and removed with the run
+
+
+def test_a_killed_runs_lock_does_not_keep_the_folder_and_the_cli_exits_2_while_it_is_held(tmp_path, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from engine.fileio import folder_lock\n"
+         f"with folder_lock({str(out)!r}, 'alignment run', '.align.lock'):\n    print('held', flush=True); time.sleep(600)"],
+        cwd=Path(__file__).resolve().parents[3], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main(["align", "--reward", "dnc", "--steps", "1", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"is in use by another alignment run (process {holder.pid})" in err, err
+        assert not (out / "run.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: nothing runs its cleanup
+        holder.wait(10)
+    from engine.fileio import folder_lock
+
+    with folder_lock(out, "alignment run", ".align.lock"):  # the OS released the dead process's lock
+        assert (out / ".align.lock").read_text().strip() == str(os.getpid())
+
+
+def test_ddpo_on_cycles_refuses_a_reward_plugin_before_any_work(tmp_path):
+    """A plugin that read depth once ran on Cycles' NaN depth and scored 0, exit 0. Plugins are handed
+    depth and normal, which Cycles does not render: refused, as docs/alignment.md says."""
+    plugin = tmp_path / "depthy.py"
+    plugin.write_text("import torch\ndef reward(images, alpha, depth, normal, prompts):\n"
+                      "    return -depth.mean(dim=(2, 3, 4))\n")
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="the depthy reward reads depth and normal, which Cycles renders do not give"):
+        run_alignment(_params(out, method="ddpo", renderer="cycles", reward="plugin",
+                              reward_options={"plugin": {"path": str(plugin)}}))
+    with pytest.raises(ValueError, match="reads depth and normal"):  # also as one term of a weighted sum
+        run_alignment(_params(out, method="ddpo", renderer="cycles", reward="palette + 0.5 * plugin",
+                              reward_options={"palette": {"palette": "#ff8800"}, "plugin": {"path": str(plugin)}}))
+    assert not out.exists()
+
+
+def test_a_plugin_with_detached_scores_under_a_gradient_method_names_the_plugin_and_differentiable(tmp_path):
+    """Once: "element 0 of tensors does not require grad", naming neither the plugin nor the fix."""
+    plugin = tmp_path / "detached.py"
+    plugin.write_text("def reward(images, alpha, depth, normal, prompts):\n    return images.mean((1, 2, 3, 4)).detach()\n")
+    with pytest.raises(ValueError, match=r"reward plugin .*detached\.py: `reward` returned scores without a gradient.*"
+                                         r"DIFFERENTIABLE = False"):
+        run_alignment(_params(tmp_path / "run", method="nabla", steps=1, reward="plugin",
+                              reward_options={"plugin": {"path": str(plugin)}}))
+
+
+def test_a_checkpoint_without_lora_tensors_is_a_clear_error(tmp_path):
+    """Once ``KeyError: 'lora'`` from deep in the resume."""
+    out = tmp_path / "run"
+    run_alignment(_params(out, steps=1, trajectories=1))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    for damage in (lambda s: s.pop("lora"), lambda s: s.update(lora={})):
+        broken = dict(state)
+        damage(broken)
+        torch.save(broken, out / "checkpoint.pt")
+        with pytest.raises(ValueError, match=r"checkpoint .*checkpoint\.pt is not a complete alignment checkpoint "
+                                             r"\(no (lora|the LoRA tensors of this model)\); remove it to start over"):
+            run_alignment(_params(out, steps=2, trajectories=1))

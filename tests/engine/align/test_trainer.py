@@ -82,7 +82,8 @@ def test_gradient_methods_refuse_a_non_differentiable_reward():
 
 
 @pytest.mark.parametrize("bad", [dict(method="sgd"), dict(subsample=0.0), dict(beta=float("nan")), dict(lora_rank=0),
-                                 dict(reward_weighting="cube"), dict(flow_network=True, method="ddpo")])
+                                 dict(reward_weighting="cube"), dict(flow_network=True, method="ddpo"),
+                                 dict(checkpoint_every=0)])
 def test_bad_configuration_is_a_clear_error(bad):
     with pytest.raises(ValueError):
         AlignConfig(**bad)
@@ -123,14 +124,14 @@ def test_resume_compares_everything_that_decides_the_result(tmp_path):
     what differs; the old run's files stay as they were."""
     Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "palette"}).run()
     before = (tmp_path / CHECKPOINT).read_bytes(), (tmp_path / LOG).read_text()
-    with pytest.raises(ValueError, match=r"another configuration \(reward differ\)"):
+    with pytest.raises(ValueError, match=r"another configuration \(reward: 'dnc' here, 'palette' in the checkpoint\)"):
         Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "dnc"})
-    with pytest.raises(ValueError, match=r"\(prompts differ\)"):
+    with pytest.raises(ValueError, match=r'\(prompts: \["y"\] here, \["x"\] in the checkpoint\)'):
         Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["y"], _config(steps=2), tmp_path, identity={"reward": "palette"})
     other = GaussianToyModel()
     with torch.no_grad():
         next(other.denoiser.parameters()).add_(1.0)
-    with pytest.raises(ValueError, match=r"\(weights differ\)"):
+    with pytest.raises(ValueError, match=r"\(weights: '[0-9a-f]{16}' here, '[0-9a-f]{16}' in the checkpoint\)"):
         Aligner(other, LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "palette"})
     assert ((tmp_path / CHECKPOINT).read_bytes(), (tmp_path / LOG).read_text()) == before
     same = Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path, identity={"reward": "palette"})
@@ -159,7 +160,7 @@ def test_checkpoints_written_before_run_identities_still_resume(tmp_path):
     del state["identity"]
     torch.save(state, tmp_path / CHECKPOINT)
     assert Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path).step == 2
-    with pytest.raises(ValueError, match=r"\(config differ\)"):
+    with pytest.raises(ValueError, match=r"\(beta: 5.0 here, 2.0 in the checkpoint\)"):
         Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2, beta=5.0), tmp_path)
 
 
@@ -173,3 +174,75 @@ def test_official_preset_runs_and_resumes_like_any_config(tmp_path):
     assert len(log) == 2 and all(math.isfinite(r["loss"]) for r in log)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("fast")
+
+
+def _straight_lora(steps, **kw):
+    model = GaussianToyModel()
+    Aligner(model, LinearReward(DIRECTION), ["x"], _config(steps=steps, **kw)).run()
+    return lora_state_dict(model)
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("interrupt", ["cancel", "ctrl-c"])
+def test_an_interrupt_mid_round_checkpoints_the_last_completed_round(tmp_path, interrupt):
+    """checkpoint_every=10 would keep nothing of 3 rounds: an interrupt in round 4, after that round's
+    first optimizer step (two micro-batch updates per round), still writes round 3's weights, and the
+    resumed run ends bit for bit where a straight 6-round run ends."""
+    cfg = dict(checkpoint_every=10, micro_batch=4)  # 8 trajectories: 2 updates per round
+    calls = {"n": 0}
+
+    def should_cancel():
+        # the sampler polls once per sampling step (10) and train_step before each micro-batch (2): in
+        # round 4 the poll after 10 sampling polls and one micro-batch comes after its first update
+        calls["n"] += 1
+        if calls["n"] == 3 * 12 + 12:
+            if interrupt == "ctrl-c":
+                raise KeyboardInterrupt
+            return True
+        return False
+
+    model = GaussianToyModel()
+    aligner = Aligner(model, LinearReward(DIRECTION), ["x"], _config(**cfg), tmp_path)
+    with pytest.raises(Cancelled if interrupt == "cancel" else KeyboardInterrupt) as info:
+        aligner.run(should_cancel=should_cancel)
+    assert aligner.step == 3 and any("round 3 of 6" in n for n in info.value.__notes__)
+    assert _same(lora_state_dict(model), _straight_lora(3, **cfg))  # the unfinished round was rolled back
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["step"] == 3
+    assert [json.loads(l)["step"] for l in (tmp_path / LOG).read_text().splitlines()] == [1, 2, 3]
+    resumed_model = GaussianToyModel()
+    resumed = Aligner(resumed_model, LinearReward(DIRECTION), ["x"], _config(**cfg), tmp_path)
+    assert resumed.step == 3
+    resumed.run()
+    assert _same(lora_state_dict(resumed_model), _straight_lora(6, **cfg))
+
+
+def test_ctrl_c_between_rounds_checkpoints_the_round_just_done(tmp_path):
+    def stop(record):
+        if record.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(checkpoint_every=10), tmp_path).run(progress=stop)
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["step"] == 3
+
+
+def test_more_rounds_continue_a_finished_run_and_the_interval_may_change(tmp_path):
+    """A finished 2-round run asked for 4 rounds (and another checkpoint interval) continues from round 2
+    and ends where a straight 4-round run ends; fewer rounds than done, or another lr, are refused
+    with both values named."""
+    Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path).run()
+    model = GaussianToyModel()
+    more = Aligner(model, LinearReward(DIRECTION), ["x"], _config(steps=4, checkpoint_every=3), tmp_path)
+    assert more.step == 2
+    log = more.run()
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert [json.loads(l)["step"] for l in (tmp_path / LOG).read_text().splitlines()] == [1, 2, 3, 4]
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["step"] == 4
+    assert _same(lora_state_dict(model), _straight_lora(4))
+    with pytest.raises(ValueError, match="holds round 4, more than the 3 rounds"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=3), tmp_path)
+    with pytest.raises(ValueError, match=r"\(lr: 0.005 here, 0.01 in the checkpoint\)"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=6, lr=5e-3), tmp_path)

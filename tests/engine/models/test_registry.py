@@ -52,7 +52,7 @@ def test_cli_generates_from_a_weights_folder_and_names_a_wrong_one(tmp_path, cap
     args = ["generate", "--prompt", "a red cube", "--count", "1", "--steps", "2"]
     assert main([*args, "--model", "embedded", "--model-path", str(copy), "--out", str(tmp_path / "out")]) == 0
     assert list((tmp_path / "out").glob("*.glb"))
-    assert main([*args, "--model-path", str(tmp_path / "empty"), "--out", str(tmp_path / "out2")]) == 1
+    assert main([*args, "--model-path", str(tmp_path / "empty"), "--out", str(tmp_path / "out2")]) == 2  # bad input, like a bad prompt
     assert "embedded model weights not found in" in capsys.readouterr().err
     # Heun is Shap-E's sampler; the embedded model's cosine schedule makes it diverge: refused up front.
     assert main([*args, "--scheduler", "heun", "--out", str(tmp_path / "out3")]) == 2

@@ -377,3 +377,26 @@ def test_an_align_job_with_a_reward_plugin_stuck_in_a_loop_cancels_within_second
         assert time.monotonic() - t0 < 3.0 and client.alive
     finally:
         client.stop()
+
+
+def test_cancel_of_an_align_job_keeps_a_checkpoint_of_its_last_round_and_the_job_resumes_from_it(client, tmp_path):
+    """Issue 22: Cancel saved nothing between checkpoints (every 10 rounds); now the last completed
+    round is checkpointed, and the same job submitted again (asking one round more) resumes there."""
+    import json
+
+    import torch
+
+    params = {"out_dir": tmp_path / "run", "reward": "palette", "reward_options": {"palette": {"palette": "#ff8800"}},
+              "steps": 200, "trajectories": 1, "eval_seeds": 1, "prompts": ["a red cube"],
+              "extra": {"render": {"resolution": 8, "samples": 8}, "orbit": {"views": 1}, "sampler": {"steps": 2}}}
+    job = client.submit("align", params)
+    inbox = Inbox(client)
+    inbox.until(job, lambda m: m["type"] == "progress" and m["message"].startswith("round 2/"), timeout=180)
+    client.cancel(job)
+    assert [m["type"] for m in inbox.done([job], timeout=30)][-1] == "cancelled"
+    done = [json.loads(l)["step"] for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(done) >= 2 and torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == len(done)
+    again = client.submit("align", {**params, "steps": len(done) + 1})
+    got = inbox.done([again], timeout=180)
+    assert any(m["type"] == "progress" and m["message"] == f"resuming from round {len(done)} of {len(done) + 1}" for m in got)
+    assert got[-1]["type"] == "result" and got[-1]["data"]["rounds"] == len(done) + 1, got[-1]

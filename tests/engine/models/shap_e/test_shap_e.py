@@ -95,7 +95,7 @@ def test_decoding_rendering_and_meshing_leave_the_global_rng_alone(model):
 
 def test_missing_wrong_and_corrupt_folders_say_what_is_expected(tmp_path, tiny_shap_e):
     for folder in (tmp_path / "nowhere", WEIGHTS_DIR):
-        with pytest.raises(ModelLoadError, match="missing model_index.json.*huggingface-cli download openai/shap-e"):
+        with pytest.raises(ModelLoadError, match="missing model_index.json.*hf download openai/shap-e"):
             load_model("shap-e", folder)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_shap_e, broken)
@@ -139,7 +139,7 @@ def test_without_a_folder_the_hugging_face_cache_is_read_offline(tmp_path, tiny_
     import huggingface_hub.constants as hub
 
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(ModelLoadError, match="not in the Hugging Face cache.*huggingface-cli download openai/shap-e"):
+    with pytest.raises(ModelLoadError, match="not in the Hugging Face cache.*hf download openai/shap-e"):
         load_model("shap-e")
     # The cache's own layout: refs/main names a snapshot folder holding the files.
     repo = tmp_path / "cache" / "models--openai--shap-e"

@@ -1,0 +1,143 @@
+"""Judging alignment runs by their reward-drift frontier rather than by their last point.
+
+A run measured at its checkpoint rounds (scripts/evaluate_alignment.py writes ``heldout.jsonl``:
+one row per round with ``reward_mean`` and ``fd_to_base``, round 0 being the base model) traces a
+curve in the (FD to base, held-out reward) plane. This module reads such curves, finds the best
+reward a run reached without drifting past an FD level, chooses a setting among tuning runs by that
+rule, and formats the frontier table. Pure Python: no model, no torch.
+
+FD is the Fréchet distance of critic features to the base samples (squared feature units, see
+:mod:`engine.align.evaluation`); rewards are in the reward's own units (higher is better).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["read_curve", "best_under_fd", "Choice", "choose_setting", "frontier_cell", "format_frontier_table"]
+
+
+def read_curve(path: str | Path) -> list[dict]:
+    """The rows of a ``heldout.jsonl`` (strict JSON, one object per line), sorted by round.
+
+    Raises ValueError naming the file and line for a line that is not a JSON object with an integer
+    ``round`` and a finite ``reward_mean``.
+    """
+    path = Path(path)
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not strict JSON ({exc})") from None
+        if (not isinstance(row, dict) or not isinstance(row.get("round"), int)
+                or not _finite(row.get("reward_mean"))):
+            raise ValueError(f"{path}:{number}: expected an object with an integer round and a finite reward_mean")
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["round"])
+
+
+def best_under_fd(rows: Sequence[dict], fd_max: float) -> dict | None:
+    """The row of highest ``reward_mean`` among finetuned rounds (round >= 1) with ``fd_to_base <= fd_max``.
+
+    Ties go to the lower FD, then the earlier round. None when no such round exists (the run never
+    stayed that close to the base while it was measured, or FD was not measurable).
+    """
+    if not (isinstance(fd_max, (int, float)) and fd_max >= 0 and not math.isnan(fd_max)):
+        raise ValueError(f"fd_max must be a number >= 0, got {fd_max!r}")
+    inside = [r for r in rows if r.get("round", 0) >= 1 and _finite(r.get("fd_to_base")) and r["fd_to_base"] <= fd_max]
+    if not inside:
+        return None
+    return max(inside, key=lambda r: (r["reward_mean"], -r["fd_to_base"], -r["round"]))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The setting chosen among tuning runs, the row that decided it, and why, in words."""
+
+    setting: str
+    row: dict | None
+    reason: str
+
+
+def choose_setting(curves: dict[str, Sequence[dict]], fd_max: float) -> Choice:
+    """Choose among settings (name -> its run's curve) by the rule of the frontier table.
+
+    The highest held-out reward reached at FD <= ``fd_max`` at any measured round wins (ties: lower
+    FD, then the earlier-listed setting). When no setting has such a round, the one that drifted
+    least (lowest FD at any finetuned round) is chosen, and the reason says so. Settings whose curve
+    has no finetuned round are skipped; ValueError when none is left.
+    """
+    scored = []
+    for order, (name, rows) in enumerate(curves.items()):
+        best = best_under_fd(rows, fd_max)
+        if best is not None:
+            scored.append((best["reward_mean"], -best["fd_to_base"], -order, name, best))
+    if scored:
+        *_, name, row = max(scored)
+        return Choice(name, row, f"highest held-out reward at FD <= {fd_max:g}: {row['reward_mean']:.4g} "
+                                 f"at FD {row['fd_to_base']:.3g}, round {row['round']}")
+    least = []
+    for order, (name, rows) in enumerate(curves.items()):
+        tuned = [r for r in rows if r.get("round", 0) >= 1 and _finite(r.get("fd_to_base"))]
+        if tuned:
+            row = min(tuned, key=lambda r: (r["fd_to_base"], -r["reward_mean"]))
+            least.append((row["fd_to_base"], order, name, row))
+    if not least:
+        raise ValueError("no setting has a measured finetuned round to choose from")
+    _, _, name, row = min(least)
+    return Choice(name, row, f"no setting reached FD <= {fd_max:g}; chose the least drift: FD {row['fd_to_base']:.3g} "
+                             f"(reward {row['reward_mean']:.4g}, round {row['round']})")
+
+
+def frontier_cell(rows: Sequence[dict] | None, fd_max: float) -> str:
+    """``"-0.312 (r40)"``: the best reward at FD <= fd_max and its round; ``"none"`` when no round
+    qualifies, ``"-"`` when there is no curve."""
+    if not rows:
+        return "-"
+    best = best_under_fd(rows, fd_max)
+    return "none" if best is None else f"{_number(best['reward_mean'])} (r{best['round']})"
+
+
+def format_frontier_table(curves: dict[str, dict[str, Sequence[dict] | None]], fd_levels: Sequence[float]) -> str:
+    """Markdown: one row per method, one column per FD level, then the final round's figures.
+
+    ``curves``: method -> {seed label: curve rows or None}. Each cell lists the seeds in order,
+    separated by `` / ``. The final figures are those of each curve's last round.
+    """
+    seeds_of = {m: list(by_seed) for m, by_seed in curves.items()}
+    header = (["method"] + [f"best reward at FD ≤ {level:g} (round)" for level in fd_levels]
+              + ["final reward", "final FD", "critic acc.", "geometric acc.", "diversity", "rounds"])
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
+    for method, by_seed in curves.items():
+        cells = [method]
+        for level in fd_levels:
+            cells.append(" / ".join(frontier_cell(by_seed[s], level) for s in seeds_of[method]))
+        lasts = [by_seed[s][-1] if by_seed[s] else None for s in seeds_of[method]]
+        for key, fmt in (("reward_mean", _number), ("fd_to_base", lambda v: f"{v:.3g}"),
+                         ("critic_accuracy", _percent), ("geometric_accuracy", _percent),
+                         ("diversity", lambda v: f"{v:.3g}"), ("round", str)):
+            cells.append(" / ".join("-" if row is None or row.get(key) is None else fmt(row[key]) for row in lasts))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON")

@@ -1,0 +1,543 @@
+"""Table 1 judged by the reward-drift frontier, at an equal tuning budget for every method (issue 21, part 1).
+
+    .venv/bin/python scripts/frontier_table.py queue  [--out out/frontier] [--only NAME ...]   # run what is not finished
+    .venv/bin/python scripts/frontier_table.py plan   [--out out/frontier]                    # the jobs, their state, hours left
+    .venv/bin/python scripts/frontier_table.py report [--out out/frontier]                    # tables and plots from what exists
+
+Every run goes through scripts/evaluate_alignment.py, which measures the held-out set at every
+checkpoint round (every 10 rounds and the last: ``heldout.jsonl``), so each run is a curve.
+
+1. **Base spread** (job ``spread``): the base model on five disjoint held-out sets of 64 samples
+   (seed bases 2..6 million): pairwise FD (the estimator's floor), the trace of the base features'
+   covariance (the base's own spread), and the spread of the base reward between sets. The FD levels
+   of the table (:data:`FD_LEVELS`) are read against these.
+2. **Tuning** (jobs ``tune/<reward>/<method>/<setting>``), the same budget for every method: 3
+   learning rates each (:data:`LR_GRID`), and for Nabla-R2D3 each at 2 reward scales
+   (:data:`BETAS`), on the tuning held-out seeds (``--tuning``: 4,000,000 / 5,000,000) and a training
+   seed (:data:`TUNE`) that the table does not use. Budget per tuning run: :data:`TUNE` (30 rounds x
+   8 trajectories, one update of 8 a round; 32 held-out samples at rounds 10, 20, 30).
+3. **Choice** (``report`` writes ``chosen.json``): per method and reward, the setting with the highest
+   held-out reward at FD <= :data:`TUNE_FD_MAX` (per reward) at any measured round of its tuning run
+   (:func:`engine.align.frontier.choose_setting`; none under the cap: the least drift).
+4. **Paper budget** (jobs ``paper/<reward>/seed<S>/<method>``): the chosen settings, 100 rounds x 16
+   trajectories (one update of 16 a round), training seeds 0 and 1, 64 held-out samples (the table's
+   seeds 2,000,000, floor 3,000,000), measured at every 10th round.
+
+Resumable at every level: a job whose status file (``<out>/jobs/...json``) says done is skipped,
+an interrupted training continues from its checkpoint, measurements are cached. A job that diverges
+is recorded as failed (its kept rounds still make a curve) and skipped on later runs
+(``--retry-failed`` to try again). A run whose checkpoint was written under another ``AlignConfig``
+(the code changed in between) is moved aside (``<method>.stale-<time>``) and trained again. Jobs run one at a time, one torch thread (``--threads``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.align.frontier import best_under_fd, choose_setting, format_frontier_table, read_curve  # noqa: E402
+from engine.fileio import write_bytes, write_json  # noqa: E402
+
+REWARDS = ("dnc", "palette", "critic")
+METHODS = ("nabla", "refl", "draft", "ddpo")
+LR_GRID = {  # three rates a factor ~3 apart around each method's engine default
+    "refl": (1.5e-4, 5e-4, 1.5e-3),
+    "draft": (1.5e-4, 5e-4, 1.5e-3),
+    "ddpo": (1.5e-3, 5e-3, 1.5e-2),
+    "nabla": (1.5e-3, 5e-3, 1.5e-2),
+}
+NABLA_LR_GRID = {"critic": (1.5e-4, 5e-4, 1.5e-3)}  # around the engine's per-reward 5e-4
+BETAS = {"dnc": (3e4, 1e5), "palette": (3e4, 1e5), "critic": (3e3, 1e4)}  # the engine's, and ~3x it
+NABLA_SETS = ["nabla.intermediate_detail=0.5"]  # the table's setting (docs/method.md, "Speed")
+# The selection cap, per reward and the same for every method on it. Palette's recolouring moves the
+# critic's features further per unit of reward than DNC or the critic do: no Nabla-R2D3 setting stays
+# under FD 10 at round 10 of its tuning run, and the earlier table's methods all ended at FD 17-25, so a
+# cap of 10 would pick each method's least-drifting setting rather than its best. 20 is 2/3 of the base's
+# own spread (trace of its feature covariance, about 28).
+TUNE_FD_MAX = {"dnc": 10.0, "palette": 20.0, "critic": 10.0}
+FD_LEVELS = (5.0, 10.0, 20.0)
+PLOT_FD_MAX = 30.0  # frontier plots end here (collapsed runs reach FD 76)
+PAPER_SEEDS = (0, 1)
+SPREAD_SEED_BASES = (2_000_000, 3_000_000, 4_000_000, 5_000_000, 6_000_000)
+MICRO_BATCH = 4
+EXTRA_SETS: list[str] = []  # METHOD-less AlignConfig fields for every run (the smoke run's checkpoint_every=1)
+SPREAD_EVAL_SEEDS = 8
+
+
+@dataclass(frozen=True)
+class Budget:
+    rounds: int
+    trajectories: int
+    eval_seeds: int  # per prompt (8 prompts)
+    accumulate: int  # micro-batches of 4 per update: one update per round
+    tuning: bool
+
+
+TUNE = Budget(rounds=30, trajectories=8, eval_seeds=4, accumulate=2, tuning=True)
+TUNE_SEED = 2  # training seed of the tuning runs (the table trains on 0 and 1)
+PAPER = Budget(rounds=100, trajectories=16, eval_seeds=8, accumulate=4, tuning=False)
+# Seconds per round (one thread, 2-core machine) used for estimates until a finished job measures
+# them: docs/alignment_table.md (16 trajectories) and docs/alignment_tuning.md (8).
+GUESS_S_PER_ROUND = {16: {"nabla": 30.0, "refl": 12.0, "draft": 12.0, "ddpo": 11.0},
+                     8: {"nabla": 15.0, "refl": 6.0, "draft": 6.0, "ddpo": 5.5}}
+GUESS_S_PER_SAMPLE = 0.8  # one held-out measurement, per sample
+
+
+@dataclass
+class Job:
+    name: str  # also the status file's path under <out>/jobs
+    kind: str  # spread | tune | paper
+    reward: str = ""
+    method: str = ""
+    lr: float | None = None
+    beta: float | None = None
+    seed: int = 0
+    budget: Budget | None = None
+    needs: list[str] = field(default_factory=list)  # rewards whose tuning must be finished (paper jobs)
+
+    def folder(self, out: Path) -> Path:
+        """evaluate_alignment.py's --out for this job."""
+        if self.kind == "tune":
+            return out / "tune" / self.reward / self.method / setting_slug(self.lr, self.beta)
+        if self.kind == "paper":
+            return out / "paper" / self.reward / f"seed{self.seed}"
+        return out / "spread"
+
+    def run_folder(self, out: Path) -> Path:
+        return self.folder(out) / self.reward / self.method
+
+
+def setting_name(lr: float, beta: float | None) -> str:
+    return f"lr={lr:g}" + ("" if beta is None else f", beta={beta:g}")
+
+
+def setting_slug(lr: float, beta: float | None) -> str:
+    return f"lr{lr:g}" + ("" if beta is None else f"_beta{beta:g}")
+
+
+def tuning_jobs(reward: str, methods) -> list[Job]:
+    jobs = []
+    for method in methods:
+        grid = NABLA_LR_GRID.get(reward, LR_GRID["nabla"]) if method == "nabla" else LR_GRID[method]
+        betas = BETAS[reward] if method == "nabla" else (None,)
+        for beta in betas:
+            for lr in grid:
+                jobs.append(Job(f"tune/{reward}/{method}/{setting_slug(lr, beta)}", "tune", reward, method, lr, beta,
+                                TUNE_SEED, TUNE))
+    return jobs
+
+
+def plan() -> list[Job]:
+    """Every job, in the order that teaches most first: the DNC baselines (which collapsed at the
+    palette-tuned rates), Nabla-R2D3's beta x lr on palette, the palette baselines, the critic, then
+    Nabla-R2D3 on DNC; then the paper-budget runs, seed 0 of every reward before seed 1."""
+    jobs = [Job("spread", "spread")]
+    jobs += tuning_jobs("dnc", ("refl", "draft", "ddpo"))
+    jobs += tuning_jobs("palette", ("nabla",))
+    jobs += tuning_jobs("palette", ("refl", "draft", "ddpo"))
+    jobs += tuning_jobs("critic", ("nabla", "refl", "draft", "ddpo"))
+    jobs += tuning_jobs("dnc", ("nabla",))
+    for seed in PAPER_SEEDS:
+        for reward in REWARDS:
+            for method in METHODS:
+                jobs.append(Job(f"paper/{reward}/seed{seed}/{method}", "paper", reward, method, seed=seed, budget=PAPER,
+                                needs=[reward]))
+    return jobs
+
+
+# --- status files ------------------------------------------------------------------------------------
+
+def status_path(out: Path, job: Job) -> Path:
+    return out / "jobs" / f"{job.name}.json"
+
+
+def job_status(out: Path, job: Job) -> dict | None:
+    path = status_path(out, job)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None
+
+
+# --- the choice of settings ----------------------------------------------------------------------------
+
+def tuning_curves(out: Path, reward: str, method: str) -> dict[str, list[dict]]:
+    """Setting name -> the held-out curve of its tuning run (settings not run yet are left out)."""
+    curves = {}
+    for job in tuning_jobs(reward, (method,)):
+        path = job.run_folder(out) / "heldout.jsonl"
+        if path.is_file():
+            curves[setting_name(job.lr, job.beta)] = read_curve(path)
+    return curves
+
+
+def tuning_finished(out: Path, reward: str) -> bool:
+    return all((job_status(out, j) or {}).get("state") in ("done", "failed") for j in tuning_jobs(reward, METHODS))
+
+
+def chosen_settings(out: Path, reward: str) -> dict[str, dict]:
+    """Method -> {"setting", "lr", "beta", "reason"} by the table's rule, from the tuning runs."""
+    chosen = {}
+    for method in METHODS:
+        curves = tuning_curves(out, reward, method)
+        if not curves:
+            continue
+        choice = choose_setting(curves, TUNE_FD_MAX[reward])
+        job = next(j for j in tuning_jobs(reward, (method,)) if setting_name(j.lr, j.beta) == choice.setting)
+        chosen[method] = {"setting": choice.setting, "lr": job.lr, "beta": job.beta, "reason": choice.reason,
+                          "complete": len(curves) == len(tuning_jobs(reward, (method,)))}
+    return chosen
+
+
+# --- running jobs ------------------------------------------------------------------------------------------
+
+def _script():
+    if "evaluate_alignment" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("evaluate_alignment", ROOT / "scripts" / "evaluate_alignment.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["evaluate_alignment"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["evaluate_alignment"]
+
+
+def job_argv(out: Path, job: Job, threads: int) -> list[str]:
+    """evaluate_alignment.py's command line for a tuning or paper job."""
+    b = job.budget
+    lr, beta = job.lr, job.beta
+    if job.kind == "paper":
+        choice = chosen_settings(out, job.reward)[job.method]
+        lr, beta = choice["lr"], choice["beta"]
+    argv = ["--out", str(job.folder(out)), "--rewards", job.reward, "--methods", "base", job.method,
+            "--rounds", str(b.rounds), "--trajectories", str(b.trajectories), "--eval-seeds", str(b.eval_seeds),
+            "--seed", str(job.seed), "--threads", str(threads), "--lr", f"{job.method}={lr:g}",
+            "--set", f"{job.method}.micro_batch={MICRO_BATCH}", "--set", f"{job.method}.accumulate={b.accumulate}"]
+    if b.tuning:
+        argv.append("--tuning")
+    if beta is not None:
+        argv += ["--beta", f"{job.reward}={beta:g}"]
+    if job.method == "nabla":
+        for item in NABLA_SETS:
+            argv += ["--set", item]
+    for item in EXTRA_SETS:
+        argv += ["--set", f"{job.method}.{item}"]
+    return argv
+
+
+def use_smoke_budgets() -> None:
+    """A tiny version of everything (2 rounds x 2 trajectories, 8 held-out samples, every round
+    measured) to check the machinery end to end in minutes; use another --out."""
+    global TUNE, PAPER, SPREAD_EVAL_SEEDS, EXTRA_SETS
+    TUNE = Budget(rounds=2, trajectories=2, eval_seeds=1, accumulate=1, tuning=True)
+    PAPER = Budget(rounds=2, trajectories=2, eval_seeds=1, accumulate=1, tuning=False)
+    SPREAD_EVAL_SEEDS = 1
+    EXTRA_SETS = ["checkpoint_every=1"]
+
+
+def _share_base_measurements(out: Path, job: Job) -> None:
+    """Copy the base sets' cached measurements from a sibling folder with the same held-out seeds
+    (evaluate_alignment.py checks their keys before using them, so a mismatch is measured afresh)."""
+    dest = job.folder(out)
+    if (dest / "base" / "evaluation.json").is_file():
+        return
+    pool = out / ("tune" if job.kind == "tune" else "paper") / job.reward
+    for evaluation in sorted(pool.glob("**/base/evaluation.json")):
+        src = evaluation.parent.parent
+        if src == dest:
+            continue
+        for name in ("base", "base_floor"):
+            if (src / name).is_dir() and not (dest / name).exists():
+                shutil.copytree(src / name, dest / name)
+        return
+
+
+def run_spread(out: Path, model, critic, threads: int, say) -> dict:
+    """Base model on disjoint 64-sample held-out sets: pairwise FD, trace of covariance, reward spread."""
+    import torch
+
+    from engine.align.evaluation import feature_statistics, frechet_distance, mean_std
+
+    script = _script()
+    folder = out / "spread"
+    settings = script.parse_settings(["--out", str(folder), "--rewards", *REWARDS, "--eval-seeds", str(SPREAD_EVAL_SEEDS),
+                                      "--threads", str(threads)])
+    torch.set_num_threads(threads)
+    rewards = {name: script.build_reward_expression(name, {name: o} if o else {}) for name, o in settings.rewards.items()}
+    sets = {}
+    for first in SPREAD_SEED_BASES:
+        prompts, seeds = settings.eval_pairs(first)
+        key = {"model": model.name, "prompts": prompts, "seeds": seeds, "rewards": settings.rewards,
+               "critic": script._fingerprint(critic.state_dict()), "resolution": settings.resolution,
+               "render_samples": settings.render_samples, "views": settings.views,
+               "sampling_steps": settings.sampling_steps, "azimuth_offset": script.EVAL_AZIMUTH_OFFSET}
+        m, cached = script.measure_cached(folder / f"seeds{first}", key, model, prompts, seeds, settings, rewards, critic,
+                                          geometric=False)
+        say(f"base set {first}: {'reused' if cached else f'measured in {m.seconds:.1f} s'}")
+        sets[first] = m
+    pairs = [(a, b) for i, a in enumerate(sets) for b in list(sets)[i + 1:]]
+    fds = {f"{a}-{b}": frechet_distance(sets[a].features, sets[b].features) for a, b in pairs}
+    traces = {str(k): float(feature_statistics(m.features)[1].trace()) for k, m in sets.items()}
+    reward_means = {r: {str(k): mean_std(m.rewards[r])[0] for k, m in sets.items()} for r in settings.rewards}
+    values = list(fds.values())
+    result = {
+        "samples_per_set": len(settings.eval_pairs(0)[0]),
+        "fd_between_sets": fds,
+        "fd_between_sets_range": [min(values), max(values)],
+        "fd_between_sets_mean": sum(values) / len(values),
+        "trace_of_base_covariance": traces,
+        "base_reward_mean_per_set": reward_means,
+        "base_reward_spread_between_sets": {r: mean_std(list(v.values()))[1] for r, v in reward_means.items()},
+        "measure_s_per_set": sum(m.seconds for m in sets.values()) / len(sets),
+    }
+    write_json(folder / "spread.json", result)
+    return result
+
+
+def run_job(out: Path, job: Job, model, critic, threads: int, say) -> dict:
+    if job.kind == "spread":
+        run_spread(out, model, critic, threads, say)
+        return {"state": "done"}
+    if job.kind == "paper" and not tuning_finished(out, job.reward):
+        raise RuntimeError(f"the tuning of {job.reward} is not finished")
+    _share_base_measurements(out, job)
+    argv = job_argv(out, job, threads)
+    say("evaluate_alignment.py " + " ".join(argv))
+    code = _script().main(argv, model=model, critic=critic)
+    if code != 0:
+        raise RuntimeError(f"evaluate_alignment.py exited with {code}")
+    report = json.loads((job.run_folder(out) / "report.json").read_text())
+    return {"state": "done", "argv": argv, "seconds_per_round": report.get("seconds_per_round"),
+            "train_s": report.get("train_s")}
+
+
+def queue(out: Path, only: list[str], threads: int, retry_failed: bool) -> int:
+    import torch
+
+    from engine.align.job import AlignmentDiverged
+    from engine.models import load_model
+    from engine.rewards.critic import load_critic
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+
+    def say(message: str) -> None:
+        print(f"[queue {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    model, critic = load_model("embedded"), load_critic()
+    failures = 0
+    for job in plan():
+        if only and not any(job.name.startswith(prefix) for prefix in only):
+            continue
+        state = (job_status(out, job) or {}).get("state")
+        if state == "done" or (state == "failed" and not retry_failed):
+            continue
+        if job.kind == "paper" and not tuning_finished(out, job.reward):
+            say(f"skipping {job.name}: the tuning of {job.reward} is not finished")
+            continue
+        say(f"starting {job.name}")
+        started = time.time()
+        try:
+            try:
+                status = run_job(out, job, model, critic, threads, say)
+            except ValueError as exc:
+                if job.kind == "spread" or "written with another configuration" not in str(exc):
+                    raise
+                # AlignConfig changed (a field added or changed) since this run began: its checkpoint
+                # cannot be resumed. Keep it aside and train the job again from the start.
+                stale = job.run_folder(out).with_name(f"{job.method}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
+                job.run_folder(out).rename(stale)
+                say(f"{job.name}: {exc}; moved the run to {stale} and starting it again")
+                status = run_job(out, job, model, critic, threads, say)
+        except AlignmentDiverged as exc:
+            status = {"state": "failed", "error": str(exc)}
+            failures += 1
+        except Exception as exc:  # recorded, and the queue goes on with the next job
+            traceback.print_exc()
+            status = {"state": "error", "error": f"{type(exc).__name__}: {exc}"}
+            failures += 1
+        status.update(started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), wall_s=time.time() - started)
+        if status["state"] != "error":  # an unexpected error is retried on the next run
+            write_json(status_path(out, job), status)
+        say(f"{job.name}: {status['state']} in {status['wall_s']:.0f} s")
+        try:
+            report(out)
+        except Exception:
+            traceback.print_exc()
+    say(f"queue finished in {time.perf_counter() - t0:.0f} s ({failures} failed)")
+    return 0
+
+
+# --- estimates ------------------------------------------------------------------------------------------------
+
+def measured_rates(out: Path) -> dict[tuple[int, str], float]:
+    """(trajectories per round, method) -> measured seconds per round, from finished runs' logs."""
+    rates: dict[tuple[int, str], list[float]] = {}
+    for job in plan():
+        if job.kind == "spread":
+            continue
+        log = job.run_folder(out) / "log.jsonl"
+        if log.is_file():
+            times = [json.loads(l)["time_s"] for l in log.read_text().splitlines() if l.strip()]
+            if times:
+                rates.setdefault((job.budget.trajectories, job.method), []).extend(times)
+    return {k: sum(v) / len(v) for k, v in rates.items()}
+
+
+def estimate_s(job: Job, rates: dict) -> float:
+    if job.kind == "spread":
+        return len(SPREAD_SEED_BASES) * 8 * SPREAD_EVAL_SEEDS * GUESS_S_PER_SAMPLE
+    b = job.budget
+    per_round = rates.get((b.trajectories, job.method))
+    if per_round is None:  # scale a measured rate at another batch size (a round's cost is about linear in it)
+        other = [(t, s) for (t, m), s in rates.items() if m == job.method]
+        per_round = (other[0][1] * b.trajectories / other[0][0] if other
+                     else GUESS_S_PER_ROUND.get(b.trajectories, {}).get(job.method, 1.0))
+    measurements = b.rounds // 10 + 2  # every 10th round, the final (reused) and the base sets (shared)
+    return b.rounds * per_round + measurements * 8 * b.eval_seeds * GUESS_S_PER_SAMPLE
+
+
+def print_plan(out: Path) -> None:
+    rates = measured_rates(out)
+    left = 0.0
+    for job in plan():
+        status = job_status(out, job) or {}
+        state = status.get("state", "todo")
+        est = estimate_s(job, rates)
+        if state not in ("done", "failed"):
+            left += est
+        took = f", took {status['wall_s'] / 3600:.2f} h" if "wall_s" in status else ""
+        print(f"{job.name:42s} {state:7s} est {est / 3600:5.2f} h{took}")
+    print(f"left: about {left / 3600:.1f} h (per-round seconds measured: "
+          + (", ".join(f"{m}@{t}: {s:.1f}" for (t, m), s in sorted(rates.items())) or "none yet") + ")")
+
+
+# --- report ------------------------------------------------------------------------------------------------
+
+def report(out: Path) -> Path:
+    """``<out>/frontier.md``, ``chosen.json`` and the plots, from whatever has been measured."""
+    from engine.plots import frontier_plot, progress_plot
+
+    lines = ["# Frontier at an equal tuning budget (in progress)", "",
+             "Written by `scripts/frontier_table.py report`; every figure is read from the runs' `heldout.jsonl`.", ""]
+    spread_path = out / "spread" / "spread.json"
+    if spread_path.is_file():
+        sp = json.loads(spread_path.read_text())
+        lo, hi = sp["fd_between_sets_range"]
+        lines += ["## Base spread (64 samples per set)", "",
+                  f"- FD between disjoint base sets: {lo:.3g}-{hi:.3g} (mean {sp['fd_between_sets_mean']:.3g}).",
+                  "- Trace of the base features' covariance: "
+                  + ", ".join(f"{v:.3g}" for v in sp["trace_of_base_covariance"].values()) + ".",
+                  "- Base reward between sets (std of the set means): "
+                  + ", ".join(f"{r} {v:.3g}" for r, v in sp["base_reward_spread_between_sets"].items()) + ".",
+                  f"- One measurement of 64 samples: {sp['measure_s_per_set']:.0f} s (no geometric judge).", ""]
+    all_chosen = {}
+    for reward in REWARDS:
+        chosen = chosen_settings(out, reward)
+        all_chosen[reward] = chosen
+        rows, curves_for_plot, marked, groups, first_floor = [], {}, {}, {}, None
+        for method in METHODS:
+            for setting, rows_ in tuning_curves(out, reward, method).items():
+                best = best_under_fd(rows_, TUNE_FD_MAX[reward])
+                last = rows_[-1]
+                mark = " **chosen**" if chosen.get(method, {}).get("setting") == setting else ""
+                rows.append(f"| {method} | {setting}{mark} | "
+                            + ("none" if best is None else f"{best['reward_mean']:.4g} / {best['fd_to_base']:.3g} (r{best['round']})")
+                            + f" | {last['reward_mean']:.4g} / {_fd(last)} (r{last['round']}) |")
+                label = f"{method} {setting}"
+                first_floor = first_floor if first_floor is not None else rows_[0].get("fd_floor")
+                curves_for_plot[label] = [(r["fd_to_base"], r["reward_mean"]) for r in rows_ if r.get("fd_to_base") is not None]
+                groups[label] = method
+                if mark and best is not None:
+                    marked[label] = [(best["fd_to_base"], best["reward_mean"])]
+        if rows:
+            lines += [f"## Tuning: {reward}", "",
+                      f"Budget per run: {TUNE.rounds} rounds x {TUNE.trajectories} trajectories, training seed {TUNE_SEED}, "
+                      f"{8 * TUNE.eval_seeds} held-out samples on the tuning seeds. Rule: the highest held-out reward at "
+                      f"FD <= {TUNE_FD_MAX[reward]:g} at any measured round.", "",
+                      f"| method | setting | best reward / FD at FD <= {TUNE_FD_MAX[reward]:g} (round) | last measured reward / FD (round) |",
+                      "|---|---|---|---|", *rows, ""]
+            for method, c in chosen.items():
+                lines.append(f"- {method}: {c['setting']} ({c['reason']}{'' if c['complete'] else '; tuning not complete'})")
+            lines.append("")
+            if any(curves_for_plot.values()):
+                frontier_plot(curves_for_plot, out / f"tuning_{reward}.png", f"tuning runs: {reward}", marked=marked,
+                              fd_levels=[TUNE_FD_MAX[reward]], groups=groups, floor=first_floor, x_max=PLOT_FD_MAX)
+                lines += [f"![tuning runs, {reward}](tuning_{reward}.png)", ""]
+        paper = {m: {f"seed {s}": _curve_or_none(Job("", "paper", reward, m, seed=s, budget=PAPER).run_folder(out))
+                     for s in PAPER_SEEDS} for m in METHODS}
+        if any(c for by_seed in paper.values() for c in by_seed.values()):
+            base_rows = [c[0] for by_seed in paper.values() for c in by_seed.values() if c]
+            lines += [f"## Paper budget: {reward}", "",
+                      f"{PAPER.rounds} rounds x {PAPER.trajectories} trajectories, {8 * PAPER.eval_seeds} held-out samples, "
+                      f"cells seed 0 / seed 1. Base: reward {base_rows[0]['reward_mean']:.4g}, FD floor "
+                      f"(two disjoint base sets) {_floor(base_rows[0])}.", "",
+                      format_frontier_table(paper, FD_LEVELS)]
+            fr, pr, mk, gr = {}, {}, {}, {}
+            for method, by_seed in paper.items():
+                for seed_label, rows_ in by_seed.items():
+                    if not rows_:
+                        continue
+                    label = f"{method} ({seed_label})"
+                    fr[label] = [(r["fd_to_base"], r["reward_mean"]) for r in rows_ if r.get("fd_to_base") is not None]
+                    pr[label] = [(r["trajectories"], r["reward_mean"]) for r in rows_]
+                    gr[label] = method
+                    mk[label] = [(b["fd_to_base"], b["reward_mean"]) for b in (best_under_fd(rows_, f) for f in FD_LEVELS) if b]
+            base = base_rows[0]
+            frontier_plot(fr, out / f"frontier_{reward}.png", f"held-out reward vs drift: {reward}", marked=mk,
+                          fd_levels=FD_LEVELS, groups=gr, base=(0.0, base["reward_mean"]), floor=base.get("fd_floor"),
+                          x_max=PLOT_FD_MAX)
+            progress_plot(pr, out / f"progress_{reward}.png", f"held-out reward vs trajectories: {reward}",
+                          base=base["reward_mean"], groups=gr)
+            lines += [f"![frontier, {reward}](frontier_{reward}.png) ![progress, {reward}](progress_{reward}.png)", ""]
+    write_json(out / "chosen.json", all_chosen)
+    return write_bytes(out / "frontier.md", "\n".join(lines).encode())
+
+
+def _curve_or_none(folder: Path) -> list[dict] | None:
+    path = folder / "heldout.jsonl"
+    return read_curve(path) if path.is_file() else None
+
+
+def _floor(row: dict) -> str:
+    return "n/a" if row.get("fd_floor") is None else f"{row['fd_floor']:.3g}"
+
+
+def _fd(row: dict) -> str:
+    return "n/a" if row.get("fd_to_base") is None else f"{row['fd_to_base']:.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("queue", "plan", "report"))
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "frontier")
+    p.add_argument("--only", nargs="+", default=[], help="run only jobs whose name starts with one of these")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="tiny budgets to check the machinery (use another --out)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        use_smoke_budgets()
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.command == "plan":
+        print_plan(args.out)
+        return 0
+    if args.command == "report":
+        print(f"wrote {report(args.out)}")
+        return 0
+    return queue(args.out, args.only, args.threads, args.retry_failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
