@@ -8,19 +8,25 @@
                                     adapter and manifest.json
     rewards                         list the rewards and their options
     align --reward R --out DIR      finetune a LoRA adapter toward a reward (nabla, ddpo, refl, draft)
+    preferences fit --picks P --out DIR   learn the reward "preference" from liked/disliked picks
 
 Exit codes: 0 success, 1 runtime failure (message on stderr), 2 bad input (prompt outside the
-vocabulary, bad option, a number out of range or not finite, a device this torch does not offer),
-130 interrupted. Bad input is rejected before any model is loaded or file written.
+vocabulary, bad option, a number out of range or not finite, a device this torch does not offer, a
+model folder that is missing or does not hold the model's weights, a non-empty ``generate --out``
+without ``--overwrite``), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Bad input is rejected
+before any model is loaded or file written. An interrupted ``align`` first writes a checkpoint of
+its last completed round; the same command resumes from it.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
 from .models import check_scheduler, model_spec, prompt_rules
+from .models.errors import ModelLoadError
 from .names import METHODS, MODELS, RENDERERS, SCHEDULERS
 from .naming import slug
 from .params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int,
@@ -41,6 +47,17 @@ DEMO_ALIGN_EXTRA = {"render": {"resolution": 24, "samples": 24}, "subsample": 0.
 THREADS_HELP = "torch CPU threads (default 1; 0 = torch's default, all cores)"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where its help already says it or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False or action.default == [] \
+                or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -51,10 +68,10 @@ def _positive_int(text: str) -> int:
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive_int, default=20, help="sampling steps (default 20)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="sampling scheduler")
     p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1 = fully stochastic)")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="assets sampled together (memory against speed)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
 
 
@@ -64,16 +81,21 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="Nabla-R2D3 engine")
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Nabla-R2D3 engine", formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    voc = sub.add_parser("vocabulary", help="print the prompts a model takes (the embedded model's grammar)")
-    voc.add_argument("--model", choices=MODELS, default="embedded")
+    voc = sub.add_parser("vocabulary", help="print the prompts a model takes (the embedded model's grammar)",
+                         formatter_class=_HelpFormatter)
+    voc.add_argument("--model", choices=MODELS, default="embedded", help="which model's prompts")
 
-    gen = sub.add_parser("generate", help="generate assets from a prompt")
-    gen.add_argument("--prompt", required=True)
+    gen = sub.add_parser("generate", help="generate assets from a prompt", formatter_class=_HelpFormatter)
+    gen.add_argument("--prompt", required=True, help="what to generate (see `vocabulary` for the embedded model's words)")
     gen.add_argument("--seed", type=int, default=0, help="first seed; asset i uses seed + i")
-    gen.add_argument("--count", type=_positive_int, default=4)
-    gen.add_argument("--out", required=True, type=Path)
+    gen.add_argument("--count", type=_positive_int, default=4, help="how many assets (seeds seed .. seed + count - 1)")
+    gen.add_argument("--out", required=True, type=Path,
+                     help="folder for the meshes and manifest.json; must be empty or new unless --overwrite")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="replace the previous generate run in --out: the files its manifest.json lists are removed "
+                          "(a folder holding anything else is still refused)")
     gen.add_argument("--format", choices=("glb", "ply", "obj", "3dgs"), action="append",
                      help="repeatable (default glb); 3dgs (splat models) also writes <name>.3dgs.ply, the Gaussians "
                           "as a 3D Gaussian Splatting PLY, beside the meshes (glb unless another mesh format is given)")
@@ -82,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(gen)
     _add_sampling_options(gen)
 
-    demo = sub.add_parser("demo", help="generate, align, regenerate; meshes, before/after sheet, report")
-    demo.add_argument("--out", required=True, type=Path)
+    demo = sub.add_parser("demo", help="generate, align, regenerate; meshes, before/after sheet, report",
+                          formatter_class=_HelpFormatter)
+    demo.add_argument("--out", required=True, type=Path, help="output folder")
     demo.add_argument("--prompt", action="append", help=f"repeatable (default: {len(DEMO_PROMPTS)} prompts)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="first seed of each prompt's assets")
     demo.add_argument("--count", type=_positive_int, default=1, help="assets per prompt")
     demo.add_argument("--resolution", type=_positive_int, default=192, help="Cycles image size in pixels")
     demo.add_argument("--samples", type=_positive_int, default=16, help="Cycles samples per pixel")
@@ -98,32 +121,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("rewards", help="list the rewards and their options")
 
-    al = sub.add_parser("align", help="finetune the model toward a reward with LoRA")
+    al = sub.add_parser("align", help="finetune the model toward a reward with LoRA", formatter_class=_HelpFormatter)
     al.add_argument("--reward", required=True, help="a reward name or a weighted sum, e.g. '0.5*dnc + palette'")
     al.add_argument("--option", action="append", default=[], metavar="REWARD.OPTION=VALUE",
                     help="reward option, repeatable (e.g. palette.palette=#ff8800); see `rewards`")
-    al.add_argument("--method", choices=METHODS, default="nabla")
+    al.add_argument("--method", choices=METHODS, default="nabla", help="alignment method")
     al.add_argument("--renderer", choices=RENDERERS, default="volume",
                     help="what renders samples for the reward: the differentiable volume renderer, or Blender "
                          "Cycles on extracted meshes (needs the bpy module; ddpo only: Cycles gives no gradients)")
     al.add_argument("--cycles-samples", type=_positive_int, default=16, help="Cycles samples per pixel (--renderer cycles)")
-    al.add_argument("--steps", type=_positive_int, default=30, help="sampling rounds (default 30)")
-    al.add_argument("--out", required=True, type=Path)
+    al.add_argument("--steps", type=_positive_int, default=30,
+                    help="training rounds (default 30); a finished run in --out with fewer continues up to this many")
+    al.add_argument("--checkpoint-every", type=_positive_int, default=10,
+                    help="rounds between checkpoints (default 10; an interrupt also writes one); may change on resume")
+    al.add_argument("--out", required=True, type=Path, help="output folder (resumed if it holds a checkpoint of this run)")
     al.add_argument("--prompt", action="append", help="training prompt, repeatable (default: 4 prompts)")
     al.add_argument("--eval-seeds", type=_positive_int, default=2, help="held-out seeds per prompt for before/after")
     al.add_argument("--beta", type=float, help="reward scale (default: per reward)")
-    al.add_argument("--trust-region", type=float, help="lambda, the pull toward the previous policy")
-    al.add_argument("--lr", type=float, help="learning rate")
-    al.add_argument("--rank", type=_positive_int, help="LoRA rank")
-    al.add_argument("--trajectories", type=_positive_int, help="trajectories sampled per round")
+    al.add_argument("--trust-region", type=float, help="lambda, the pull toward the previous policy (default: the method's)")
+    al.add_argument("--lr", type=float, help="learning rate (default: the model's tuned one for the method and reward)")
+    al.add_argument("--rank", type=_positive_int, help="LoRA rank (default: the aligner's)")
+    al.add_argument("--trajectories", type=_positive_int, help="trajectories sampled per round (default: the aligner's)")
     al.add_argument("--views", type=_positive_int, default=4, help="rendered views per asset for the reward")
     al.add_argument("--resolution", type=_positive_int, default=32, help="reward render size in pixels")
     al.add_argument("--sampling-steps", type=_positive_int, default=20, help="sampler steps of each trajectory")
-    al.add_argument("--seed", type=int, default=0)
+    al.add_argument("--seed", type=int, default=0, help="seed of the training rounds' random choices")
     al.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
-    al.add_argument("--device", default="cpu")
+    al.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     al.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     _add_model_options(al)
+    from .preferences_cli import add_parser as add_preferences_parser
+
+    add_preferences_parser(sub)
     return parser
 
 
@@ -158,7 +187,11 @@ class _Progress:
         self.last = -1.0
 
     def __call__(self, fraction: float, message: str) -> None:
-        if sys.stderr.isatty():
+        if fraction <= 0.0:  # start-of-job notices ("resuming from round N of M") keep their own line
+            start = "\r" if sys.stderr.isatty() else ""
+            print(f"{start}[  0.0%] {message}", file=sys.stderr, flush=True)
+            self.last = max(self.last, 0.0)
+        elif sys.stderr.isatty():
             print(f"\r[{fraction * 100:5.1f}%] {message:<60}", end="", file=sys.stderr, flush=True)
         elif fraction >= self.last + 0.1 or (fraction >= 1.0 > self.last):
             self.last = fraction
@@ -194,6 +227,36 @@ def _write_assets(assets, out: Path, formats: list[str]) -> list[dict]:
     return records
 
 
+def _previous_run_files(out: Path, overwrite: bool) -> list[Path]:
+    """The files of the previous ``generate`` run in ``out`` that ``--overwrite`` removes (its
+    manifest.json and the files it lists); [] for a new or empty folder. Otherwise a ValueError
+    (exit 2, before anything is loaded or written): a non-empty folder without ``--overwrite``, or
+    one holding files no manifest lists (never deleted: ``--out`` may point at the wrong folder)."""
+    import json
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    present = sorted(p for p in out.iterdir()) if out.is_dir() else []
+    if not present:
+        return []
+    if not overwrite:
+        raise ValueError(f"--out {out} is not empty ({len(present)} entries, e.g. {present[0].name}); choose a new folder, "
+                         "or pass --overwrite to replace the previous generate run there")
+    listed = {"manifest.json"}
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        for asset in manifest.get("assets", []):
+            listed.update(n for n in [asset.get("file"), *dict(asset.get("files") or {}).values()] if isinstance(n, str))
+    except (OSError, ValueError, AttributeError, TypeError):
+        listed = set()  # no readable manifest: nothing is known to be generate's
+    others = [p for p in present if p.name not in listed or not p.is_file()]  # only out's own entries are ever removed
+    if others:
+        names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
+        raise ValueError(f"--overwrite replaces only a previous generate run, and {out} holds {len(others)} entries its "
+                         f"manifest.json does not list ({names}); remove them or choose a new folder")
+    return present
+
+
 def cmd_generate(args) -> int:
     from dataclasses import asdict
 
@@ -211,6 +274,7 @@ def cmd_generate(args) -> int:
     check_int("--count", args.count, 1, MAX_COUNT)
     check_float("--adapter-weight", args.adapter_weight, 0.0, MAX_ADAPTER_WEIGHT)
     _check_sampling(args)
+    previous = _previous_run_files(args.out, args.overwrite)
     model, sampler, load_s = _setup(args)
     if args.adapter is not None:
         from .align.lora import load_adapter
@@ -220,6 +284,10 @@ def cmd_generate(args) -> int:
     result = generate(model, [args.prompt] * args.count, seeds, sampler, args.batch_size, progress=_Progress(),
                       keep_splats="3dgs" in formats)
     print(file=sys.stderr)
+    if previous:  # only now, with the new assets in hand: a failed run leaves the previous one whole
+        for path in previous:
+            path.unlink(missing_ok=True)
+        print(f"--overwrite: removed the previous run's {len(previous)} files from {args.out}", file=sys.stderr)
     t0 = time.perf_counter()
     records = _write_assets(result.assets, args.out, formats)
     export_s = time.perf_counter() - t0
@@ -347,14 +415,22 @@ def cmd_align(args) -> int:
               "model": args.model, "model_path": None if args.model_path is None else str(args.model_path.expanduser().resolve()),
               "extra": {"orbit": {"views": args.views, "random_azimuth": True, "elevation_jitter": 5.0},
                         "render": {"resolution": args.resolution, "samples": args.resolution},
-                        "sampler": {"steps": args.sampling_steps}}}
+                        "sampler": {"steps": args.sampling_steps}, "checkpoint_every": args.checkpoint_every}}
     if prompts:
         params["prompts"] = prompts
     AlignJob.from_params(params).config()  # a bad number or device: exit 2 before joining a process group
     rank, _ = init_distributed(args.device)  # several processes under torchrun (DDP); a no-op otherwise
+    # SIGTERM (a scheduler's or `kill`'s stop) ends the run like Ctrl-C: the trainer writes a checkpoint
+    # of the last completed round before the process exits.
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         report = run_alignment(params, progress=_Progress() if rank == 0 else None)
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
         shutdown_distributed()
     if rank != 0:
         return 0
@@ -363,6 +439,14 @@ def cmd_align(args) -> int:
     print(f"{report['method']} on {report['reward']}: held-out reward {before['mean']:.4f} ± {before['std']:.4f} -> "
           f"{after['mean']:.4f} ± {after['std']:.4f} ({report['seconds_per_round']:.1f} s per round); wrote {args.out}")
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program runs: everything that saves work on Ctrl-C does so here too."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,13 +464,18 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(args)
         if args.command == "align":
             return cmd_align(args)
+        if args.command == "preferences":
+            from .preferences_cli import run as run_preferences
+
+            return run_preferences(args)
         return cmd_demo(args)
-    except ValueError as exc:
+    except (ValueError, ModelLoadError) as exc:  # a missing or wrong model folder is bad input too
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        notes = "".join(f"; {n}" for n in getattr(exc, "__notes__", ()))  # e.g. where align's checkpoint is
+        print(f"\n{'terminated' if isinstance(exc, Terminated) else 'interrupted'}{notes}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except (RuntimeError, OSError) as exc:  # missing weights, Cycles unavailable, unwritable --out, ...
         print(f"error: {exc}", file=sys.stderr)
         return 1

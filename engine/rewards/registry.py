@@ -470,6 +470,12 @@ def _build_critic(weights, mode: str) -> Reward:
     return PromptCritic(net, mode=mode)
 
 
+def _build_preference(path, clip_model: str | None, mode: str) -> Reward:
+    from .preference import load_preference
+
+    return load_preference(path, clip_model, mode)
+
+
 _ALPHA = RewardOption("alpha_threshold", "float", 0.5, "pixels with alpha above this count as the object")
 _TOKENIZER = RewardOption("tokenizer_path", "model", None, "CLIP tokenizer directory or repo id (default: the model's own)")
 
@@ -557,6 +563,16 @@ for _spec in (
             RewardOption("mode", "str", "log_prob", "log_prob: log p(shape) + log p(colour) in (-inf, 0]; prob: p(shape) * p(colour)"),
         ),
         _build_critic,
+    ),
+    RewardSpec(
+        "preference",
+        "Learned from an artist's liked/disliked picks (engine/rewards/preference.py; logit units, 0 = average pick).",
+        (
+            RewardOption("path", "path", REQUIRED, "folder written by `python -m engine preferences fit` (preference.safetensors + .json)"),
+            RewardOption("clip_model", "model", None, "CLIP folder for a head fitted on CLIP features (default: the one it was fitted with)"),
+            RewardOption("mode", "str", "logit", "logit: the head's score; log_prob: log sigmoid(score) <= 0, saturating above the average pick"),
+        ),
+        _build_preference,
     ),
 ):
     register_reward(_spec)

@@ -144,3 +144,134 @@ def test_a_320_character_open_text_prompt_gets_bounded_file_names(tmp_path, tiny
     assert manifest["prompt"] == LONG_PROMPT  # the prompt itself is kept whole
     assert asset["file"] == f"{slug(LONG_PROMPT)}_seed7.glb" and len(asset["file"]) <= 80
     assert len(load_mesh(out / asset["file"]).faces) == asset["faces"]
+
+
+# -- issue 22: help texts, one download hint, a missing model folder, a reused --out ----------------
+def test_every_option_of_generate_and_align_has_help_and_align_shows_its_defaults(capsys):
+    from engine.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("generate", "align", "demo"):
+        undocumented = [a.option_strings[0] for a in sub.choices[command]._actions if a.option_strings and not a.help]
+        assert undocumented == [], (command, undocumented)
+    with pytest.raises(SystemExit) as info:
+        main(["align", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for default in ("--method {nabla,refl,draft,ddpo} alignment method (default: nabla)", "(default: 4)", "(default: 32)",
+                    "--seed SEED seed of the training rounds' random choices (default: 0)", "--checkpoint-every",
+                    "(default: cpu)"):
+        assert default in text, default
+    assert "(default: None)" not in text
+
+
+def test_the_weights_download_hint_has_one_spelling_everywhere():
+    """huggingface_hub >= 1.0 (what diffusers and transformers pull in) ships `hf`, not `huggingface-cli`."""
+    import shutil
+
+    assert shutil.which("hf", path=str(Path(sys.executable).parent)) is not None
+    files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("engine/**/*.py"), *ROOT.glob("scripts/*.py"),
+             *ROOT.glob("blender/**/*.py")]
+    stale = [str(f.relative_to(ROOT)) for f in files if "huggingface-cli" in f.read_text(encoding="utf-8")]
+    assert stale == []
+
+
+@pytest.mark.parametrize("model", ["embedded", "shap-e", "diffsplat"])
+def test_a_missing_model_folder_is_bad_input_exit_2(tmp_path, capsys, model):
+    out = tmp_path / "out"
+    assert main(["generate", "--model", model, "--model-path", str(tmp_path / "no-such-folder"), "--prompt", "a red cube",
+                 "--count", "1", "--out", str(out)]) == 2
+    assert "no-such-folder" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+GEN = ["generate", "--prompt", "a red cube", "--count", "1", "--steps", "4"]
+
+
+def test_generate_refuses_a_non_empty_out_and_overwrite_replaces_only_the_previous_run(tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main([*GEN, "--seed", "1", "--format", "glb", "--format", "ply", "--out", str(out)]) == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert len(first) == 3 and "manifest.json" in first  # a GLB, a PLY and the manifest
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    # again without --overwrite: exit 2 before anything is loaded, nothing touched
+    assert main([*GEN, "--seed", "2", "--out", str(out)]) == 2
+    assert "is not empty" in _one_line_error(capsys)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamp
+    # --overwrite: the previous run's files go, the folder holds exactly what the new manifest lists
+    assert main([*GEN, "--seed", "2", "--out", str(out), "--overwrite"]) == 0
+    assert "removed the previous run's 3 files" in capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {"manifest.json", *(f for a in manifest["assets"] for f in a["files"].values())}
+    assert {p.name for p in out.iterdir()} == listed and all("seed2" in n for n in listed - {"manifest.json"})
+    # a file no manifest lists is never deleted, --overwrite or not
+    (out / "notes.txt").write_text("mine")
+    assert main([*GEN, "--out", str(out), "--overwrite"]) == 2
+    assert "notes.txt" in _one_line_error(capsys)
+    assert (out / "notes.txt").read_text() == "mine" and {p.name for p in out.iterdir()} == listed | {"notes.txt"}
+
+
+def test_run_sh_help_is_usage_on_request_and_unknown_commands_are_errors():
+    ok = subprocess.run(["bash", str(ROOT / "run.sh"), "--help"], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "finetune" in ok.stdout and "run.sh test" in ok.stdout, ok
+    bad = subprocess.run(["bash", str(ROOT / "run.sh"), "bogus"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "unknown command 'bogus'" in bad.stderr
+
+
+# -- issue 22: an interrupted align keeps its last round; more rounds continue a finished run -------
+TINY_ALIGN = [*ALIGN, "--trajectories", "2", "--eval-seeds", "1", "--views", "2", "--resolution", "12",
+              "--sampling-steps", "4", "--prompt", "a green cone"]
+
+
+def _log_steps(out: Path) -> list[int]:
+    log = out / "log.jsonl"
+    return [json.loads(l)["step"] for l in log.read_text().splitlines() if l.strip()] if log.is_file() else []
+
+
+@pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_an_interrupted_align_writes_a_checkpoint_of_its_last_round_and_resumes_from_it(tmp_path, capsys, sig, code, word):
+    import signal
+
+    import torch
+
+    out = tmp_path / "al"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", *TINY_ALIGN, "--steps", "200", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_log_steps(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err
+    done = _log_steps(out)
+    assert len(done) >= 2 and done == list(range(1, len(done) + 1))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == len(done)  # the default interval (10) would have kept nothing
+    assert f"{word}; the checkpoint of round {len(done)} of 200 is in" in err
+    assert "Traceback" not in err
+    # the same run with another --checkpoint-every and fewer rounds than asked first: it resumes
+    assert main([*TINY_ALIGN, "--steps", str(len(done) + 1), "--checkpoint-every", "3", "--out", str(out)]) == 0
+    assert f"resuming from round {len(done)} of {len(done) + 1}" in capsys.readouterr().err
+    assert _log_steps(out) == list(range(1, len(done) + 2))
+
+
+def test_more_rounds_continue_a_finished_align_and_other_settings_are_named(tmp_path, capsys):
+    out = tmp_path / "al"
+    assert main([*TINY_ALIGN, "--steps", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*TINY_ALIGN, "--steps", "2", "--out", str(out)]) == 0
+    assert "resuming from round 1 of 2" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["rounds"] == 2 and _log_steps(out) == [1, 2]
+    assert json.loads((out / "adapter" / "nabla_adapter.json").read_text())["steps"] == 2  # the adapter of round 2
+    assert main([*TINY_ALIGN, "--steps", "3", "--lr", "0.5", "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert "lr: 0.5 here, " in err and " in the checkpoint" in err, err
+    assert _log_steps(out) == [1, 2]

@@ -67,7 +67,7 @@ def test_a_bad_config_json_is_one_line_naming_the_file(tmp_path, capsys, config,
     assert words in str(info.value)
     code = main(["generate", "--prompt", "a red cube", "--count", "1", "--model-path", str(folder), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 1 and err.strip() == f"error: {info.value}" and "\n" not in err.strip()
+    assert code == 2 and err.strip() == f"error: {info.value}" and "\n" not in err.strip()  # bad input, as a missing folder
     assert not (tmp_path / "o").exists()
 
 

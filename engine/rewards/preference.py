@@ -1,0 +1,675 @@
+"""A reward learned from an artist's picks: "more like these, fewer like those".
+
+The artist marks generated assets liked, disliked or neutral (a ``picks.json``, format below). Each
+picked asset is rendered from fixed orbit views, a frozen image network turns every view into a
+feature vector, and a linear Bradley-Terry head is fitted so that liked assets score above
+disliked ones. The fitted head is the reward ``preference``: frozen features of each rendered
+view -> standardise -> dot with the head's weights -> one score per view, differentiable in the
+pixels (and so, through the renderer, in the latent), like every other reward.
+
+Feature kinds (frozen, never trained here):
+
+- ``critic`` (default): the prompt critic's pooled features (engine/rewards/critic.py, D = 128
+  with the shipped weights), made for the embedded model's renders.
+- ``clip``: the projected image embedding of a local CLIP model folder (transformers format,
+  loaded with the loaders of engine/rewards/clip_rewards.py), L2-normalised.
+
+Score units: a difference of 1 between two assets means the head gives the better one a
+``sigmoid(1) = 73 %`` chance of being preferred; 0 is the average training asset.
+
+``picks.json`` (strict JSON)::
+
+    {"format": "nabla-picks", "version": 1,
+     "assets": [
+        {"prompt": "a cube", "seed": 3, "mark": "liked",          # liked | disliked | neutral
+         "model": "embedded",                                     # optional, default "embedded"
+         "model_path": null,                                      # optional: the model's weights folder
+         "adapter": null,                                         # optional: adapter folder, or {"path": ..., "weight": w}
+         "sampler": {"steps": 20, "guidance": 3.0, "scheduler": "ddim", "eta": 1.0},   # optional
+         "manifest": "gen/manifest.json",                         # optional: the generate job's manifest
+         "latent": "latents/cube_3.safetensors"}                  # optional: the clean latent, key "latent"
+     ]}
+
+Where the asset comes from: ``latent`` when given (a safetensors file holding the clean latent
+under the key ``latent``); otherwise it is sampled again from (prompt, seed) with the model,
+adapter and sampler settings, which reproduces it exactly, since the sampler draws every noise
+from a generator seeded with the asset's seed (``generate`` writes meshes, not latents). Settings
+left out of an entry come from its ``manifest`` (the ``manifest.json`` of ``python -m engine
+generate``: model, adapter and sampler), else from the defaults. Relative paths are relative to
+the picks file.
+
+Files of a fitted preference folder (``PREF_DIR``): ``preference.safetensors`` (the head's
+tensors ``weight``, ``mean``, ``std``: (D,) each, float32) and ``preference.json`` (strict JSON:
+feature kind, dimension, CLIP folder, fitting settings and statistics, cross-validated agreement).
+The head is read with safetensors only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..render.types import RenderOutput
+from .base import Reward
+from .errors import RewardConfigError, RewardModelMissing
+
+HEAD_FILE = "preference.safetensors"
+META_FILE = "preference.json"
+PICKS_FORMAT = "nabla-picks"
+MARKS = ("liked", "disliked", "neutral")
+FEATURE_KINDS = ("critic", "clip")
+REWARD_MODES = ("logit", "log_prob")
+MIN_LIKED = 4
+MIN_DISLIKED = 4
+MAX_PICKS = 2_000  # pairs grow as N^2: 2000 picks give at most 1M pairs
+DEFAULT_L2 = 1.0  # on standardised features; chosen on the simulated artists (docs/preferences.md)
+
+
+class PreferenceError(RewardConfigError):
+    """Picks that cannot be read or fitted, or a preference folder that cannot be loaded."""
+
+
+# --- picks -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pick:
+    """One marked asset of a ``picks.json`` (see the module docstring); paths are absolute."""
+
+    prompt: str
+    seed: int
+    mark: str
+    model: str = "embedded"
+    model_path: str | None = None
+    adapter: str | None = None
+    adapter_weight: float = 1.0
+    sampler: dict = field(default_factory=dict)
+    latent: str | None = None
+
+    def source_key(self) -> tuple:
+        """Assets sharing this key are re-sampled by one loaded model."""
+        return (self.model, self.model_path, self.adapter, self.adapter_weight, json.dumps(self.sampler, sort_keys=True))
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def read_strict_json(path: Path, what: str):
+    """The JSON in ``path``; PreferenceError naming the file when it is missing or not strict JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except FileNotFoundError:
+        raise PreferenceError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PreferenceError(f"{what} {path} is not readable strict JSON: {exc}") from None
+
+
+_SAMPLER_KEYS = {"steps", "guidance", "scheduler", "eta", "final_sigmas"}
+
+
+def _sampler_fields(raw, where: str) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise PreferenceError(f"{where}: sampler must be an object, got {raw!r}")
+    out = {k: v for k, v in raw.items() if k in _SAMPLER_KEYS}
+    from ..sampling.sampler import SamplerConfig
+
+    try:
+        SamplerConfig(**out)
+    except (TypeError, ValueError) as exc:
+        raise PreferenceError(f"{where}: bad sampler settings {out}: {exc}") from None
+    return out
+
+
+def _adapter_fields(raw, base: Path, where: str) -> tuple[str | None, float]:
+    if raw is None:
+        return None, 1.0
+    if isinstance(raw, str) and raw.strip():
+        return str((base / raw).resolve()), 1.0
+    if isinstance(raw, dict) and isinstance(raw.get("path"), str):
+        weight = raw.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise PreferenceError(f"{where}: adapter weight must be a finite number >= 0, got {weight!r}")
+        return str((base / raw["path"]).resolve()), float(weight)
+    raise PreferenceError(f"{where}: adapter must be null, a folder path or {{\"path\": ..., \"weight\": w}}, got {raw!r}")
+
+
+def _manifest_defaults(path: Path, where: str) -> dict:
+    """model, adapter and sampler of a generate job's manifest.json."""
+    manifest = read_strict_json(path, f"{where}: manifest")
+    if not isinstance(manifest, dict):
+        raise PreferenceError(f"{where}: manifest {path} is not a JSON object")
+    out = {}
+    if isinstance(manifest.get("model"), str):
+        out["model"] = manifest["model"]
+    if manifest.get("adapter") is not None:
+        out["adapter"] = manifest["adapter"]  # paths in a manifest are as the generate job was given them
+    if isinstance(manifest.get("sampler"), dict):
+        out["sampler"] = manifest["sampler"]
+    return out
+
+
+def parse_picks(raw, base_dir: str | os.PathLike = ".") -> list[Pick]:
+    """The picks of a parsed ``picks.json`` object (format in the module docstring).
+
+    ``base_dir``: the folder relative paths are resolved against (the picks file's). Raises
+    :class:`PreferenceError` naming the entry and field on anything malformed.
+    """
+    from ..models import prompt_rules
+    from ..names import MODELS
+
+    base = Path(base_dir)
+    if not isinstance(raw, dict) or raw.get("format") != PICKS_FORMAT:
+        raise PreferenceError(f'picks must be a JSON object with "format": "{PICKS_FORMAT}", "version": 1 and "assets": [...]')
+    if raw.get("version") != 1:
+        raise PreferenceError(f"unsupported picks version {raw.get('version')!r} (this engine reads version 1)")
+    assets = raw.get("assets")
+    if not isinstance(assets, list):
+        raise PreferenceError('picks: "assets" must be a list')
+    if len(assets) > MAX_PICKS:
+        raise PreferenceError(f"picks: {len(assets)} assets, at most {MAX_PICKS}")
+    known = {"prompt", "seed", "mark", "model", "model_path", "adapter", "sampler", "manifest", "latent", "name", "file"}
+    picks = []
+    for i, entry in enumerate(assets):
+        where = f"picks assets[{i}]"
+        if not isinstance(entry, dict):
+            raise PreferenceError(f"{where} must be an object")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise PreferenceError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if entry.get("manifest") is not None:
+            if not isinstance(entry["manifest"], str):
+                raise PreferenceError(f"{where}: manifest must be a path")
+            entry = {**_manifest_defaults(base / entry["manifest"], where), **entry}
+        prompt, seed, mark = entry.get("prompt"), entry.get("seed"), entry.get("mark")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PreferenceError(f"{where}: prompt must be a non-empty string")
+        if isinstance(seed, bool) or not isinstance(seed, int) or abs(seed) > 2**63 - 1:
+            raise PreferenceError(f"{where}: seed must be an integer, got {seed!r}")
+        if mark not in MARKS:
+            raise PreferenceError(f"{where}: mark must be one of {', '.join(MARKS)}, got {mark!r}")
+        model = entry.get("model", "embedded")
+        if model not in MODELS:
+            raise PreferenceError(f"{where}: unknown model {model!r}; known: {', '.join(MODELS)}")
+        try:
+            prompt_rules(model).validate([prompt])
+        except ValueError as exc:
+            raise PreferenceError(f"{where}: {exc}") from None
+        model_path = entry.get("model_path")
+        if model_path is not None and not (isinstance(model_path, str) and model_path.strip()):
+            raise PreferenceError(f"{where}: model_path must be null or a folder path")
+        adapter, weight = _adapter_fields(entry.get("adapter"), base, where)
+        latent = entry.get("latent")
+        if latent is not None and not (isinstance(latent, str) and latent.strip()):
+            raise PreferenceError(f"{where}: latent must be null or a .safetensors path")
+        picks.append(Pick(prompt=prompt, seed=seed, mark=mark, model=model,
+                          model_path=None if model_path is None else str((base / model_path).resolve()),
+                          adapter=adapter, adapter_weight=weight, sampler=_sampler_fields(entry.get("sampler"), where),
+                          latent=None if latent is None else str((base / latent).resolve())))
+    return picks
+
+
+def load_picks(path: str | os.PathLike) -> list[Pick]:
+    """Read and validate a ``picks.json`` file (relative paths in it are relative to its folder)."""
+    path = Path(path).expanduser()
+    return parse_picks(read_strict_json(path, "picks file"), path.parent)
+
+
+def picks_document(picks: list[Pick]) -> dict:
+    """The strict-JSON object of ``picks`` (absolute paths), as :func:`load_picks` reads it."""
+    assets = []
+    for p in picks:
+        entry = {"prompt": p.prompt, "seed": p.seed, "mark": p.mark, "model": p.model}
+        if p.model_path is not None:
+            entry["model_path"] = p.model_path
+        if p.adapter is not None:
+            entry["adapter"] = {"path": p.adapter, "weight": p.adapter_weight}
+        if p.sampler:
+            entry["sampler"] = dict(p.sampler)
+        if p.latent is not None:
+            entry["latent"] = p.latent
+        assets.append(entry)
+    return {"format": PICKS_FORMAT, "version": 1, "assets": assets}
+
+
+def check_pick_counts(marks: list[str], min_liked: int = MIN_LIKED, min_disliked: int = MIN_DISLIKED) -> None:
+    """PreferenceError saying how many more picks are needed, unless there are enough of both classes."""
+    liked, disliked = marks.count("liked"), marks.count("disliked")
+    if liked >= min_liked and disliked >= min_disliked:
+        return
+    what = "liked and disliked assets" if liked == 0 or disliked == 0 else "picks"
+    raise PreferenceError(
+        f"too few {what} to learn a preference: {liked} liked, {disliked} disliked, {marks.count('neutral')} neutral; "
+        f"mark at least {min_liked} liked and {min_disliked} disliked assets (more of each, and from several prompts, "
+        "teach it better)")
+
+
+# --- features ----------------------------------------------------------------------------------------
+
+class FeatureNet:
+    """Frozen per-view image features: rgb (B, V, 3, R, R) in [0, 1] -> (B, V, D), differentiable in the pixels."""
+
+    kind: str = "critic"
+    dim: int = 0
+    source: str | None = None  # the CLIP folder, for kind "clip"
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CriticFeatures(FeatureNet):
+    """The prompt critic's pooled features (its shipped weights, or a weights file)."""
+
+    kind = "critic"
+
+    def __init__(self, weights: str | os.PathLike | None = None):
+        from .critic import CriticLoadError, default_critic, load_critic
+
+        try:
+            self.net = load_critic(weights) if weights is not None else default_critic()
+        except CriticLoadError as exc:
+            raise RewardModelMissing(f"preference features: {exc}") from exc
+        self.dim = self.net.config.feature_dim
+        self.source = None if weights is None else str(Path(weights).resolve())
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        b, v = rgb.shape[:2]
+        param = next(self.net.parameters())
+        self.net.to(rgb.device)
+        return self.net.features(rgb.flatten(0, 1).to(param.dtype)).view(b, v, -1)
+
+
+class ClipFeatures(FeatureNet):
+    """L2-normalised projected image embeddings of a local CLIP model (transformers format)."""
+
+    kind = "clip"
+
+    def __init__(self, model_path: str | os.PathLike):
+        from .clip_rewards import _load_vision_tower, _mean_std, resolve_model_dir
+
+        directory = resolve_model_dir(model_path, "preference CLIP features")
+        self.model = _load_vision_tower(directory, "preference CLIP features")
+        self.size = int(self.model.config.image_size)
+        self.mean, self.std = _mean_std(directory)
+        self.dim = int(self.model.visual_projection.out_features)
+        self.source = str(model_path)
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        from .clip_rewards import clip_pixel_values, image_embeddings
+
+        b, v = rgb.shape[:2]
+        self.model.to(rgb.device)
+        pixels = clip_pixel_values(rgb.flatten(0, 1).float(), self.size, self.mean, self.std)
+        return torch.nn.functional.normalize(image_embeddings(self.model, pixels), dim=-1).view(b, v, -1)
+
+
+def feature_net(kind: str = "critic", clip_model: str | os.PathLike | None = None,
+                critic_weights: str | os.PathLike | None = None) -> FeatureNet:
+    """The frozen feature network of ``kind`` (``"critic"`` or ``"clip"``, which needs ``clip_model``)."""
+    if kind == "critic":
+        return CriticFeatures(critic_weights)
+    if kind == "clip":
+        if clip_model is None:
+            raise PreferenceError("preference features 'clip' need a CLIP model folder (clip_model)")
+        return ClipFeatures(clip_model)
+    raise PreferenceError(f"unknown preference feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
+
+
+# --- the head ----------------------------------------------------------------------------------------
+
+@dataclass
+class PreferenceHead:
+    """score(f) = ((f - mean) / std) . weight for features f (..., D); ``meta``: strict-JSON facts."""
+
+    weight: torch.Tensor  # (D,)
+    mean: torch.Tensor  # (D,)
+    std: torch.Tensor  # (D,), > 0
+    meta: dict
+
+    def __post_init__(self) -> None:
+        shapes = {tuple(t.shape) for t in (self.weight, self.mean, self.std)}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise PreferenceError(f"preference head tensors must be (D,) of one size, got {sorted(shapes)}")
+        for name in ("weight", "mean", "std"):
+            if not torch.isfinite(getattr(self, name)).all():
+                raise PreferenceError(f"preference head {name} is not finite")
+        if not (self.std > 0).all():
+            raise PreferenceError("preference head std must be positive")
+
+    @property
+    def dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    def score(self, features: torch.Tensor) -> torch.Tensor:
+        """Scores (...) of features (..., D)."""
+        w, m, s = (t.to(features.device, features.dtype) for t in (self.weight, self.mean, self.std))
+        return ((features - m) / s) @ w
+
+
+def save_head(head: PreferenceHead, folder: str | os.PathLike) -> Path:
+    """Write ``preference.safetensors`` and ``preference.json`` into ``folder`` (atomically each)."""
+    from ..fileio import write_json, write_safetensors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(folder / HEAD_FILE, {k: getattr(head, k).detach().cpu().float().contiguous() for k in ("weight", "mean", "std")})
+    write_json(folder / META_FILE, head.meta)
+    return folder
+
+
+def load_head(folder: str | os.PathLike) -> PreferenceHead:
+    """The head saved in ``folder`` by :func:`save_head`; PreferenceError naming what is wrong."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder).expanduser()
+    hint = "; fit one with `python -m engine preferences fit --picks PICKS.json --out DIR`"
+    if not (folder / HEAD_FILE).is_file() or not (folder / META_FILE).is_file():
+        raise RewardModelMissing(f"no fitted preference in {folder} (needs {HEAD_FILE} and {META_FILE}){hint}")
+    meta = read_strict_json(folder / META_FILE, "preference metadata")
+    if not isinstance(meta, dict) or meta.get("feature") not in FEATURE_KINDS or not isinstance(meta.get("dim"), int):
+        raise PreferenceError(f"{folder / META_FILE} is not preference metadata (needs feature and dim){hint}")
+    try:
+        tensors = load_file(str(folder / HEAD_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PreferenceError(f"{folder / HEAD_FILE} is unreadable (corrupt or not safetensors): {exc}") from None
+    missing = sorted({"weight", "mean", "std"} - set(tensors))
+    if missing:
+        raise PreferenceError(f"{folder / HEAD_FILE} lacks tensor(s) {', '.join(missing)}")
+    head = PreferenceHead(tensors["weight"].float(), tensors["mean"].float(), tensors["std"].float(), meta)
+    if head.dim != meta["dim"]:
+        raise PreferenceError(f"{folder / HEAD_FILE} holds {head.dim}-d tensors but its metadata says {meta['dim']}")
+    return head
+
+
+# --- fitting -----------------------------------------------------------------------------------------
+
+def preference_pairs(marks: list[str], prompts: list[str], cross_prompt_weight: float = 1.0,
+                     neutral_weight: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ordered pairs (P, 2) of asset indices (better, worse) and their weights (P,).
+
+    liked > disliked with weight 1 within a prompt and ``cross_prompt_weight`` across prompts;
+    liked > neutral and neutral > disliked with ``neutral_weight`` times that.
+    """
+    rank = torch.tensor([{"liked": 2, "neutral": 1, "disliked": 0}[m] for m in marks])
+    prompt_ids = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+    pid = torch.tensor([prompt_ids[p] for p in prompts])
+    gap = rank[:, None] - rank[None, :]  # (N, N): > 0 where row is preferred to column
+    weight = torch.where(pid[:, None] == pid[None, :], 1.0, float(cross_prompt_weight)).double()
+    weight = weight * torch.where(gap == 2, 1.0, float(neutral_weight)).double()
+    keep = (gap > 0) & (weight > 0)
+    pairs = keep.nonzero()
+    return pairs, weight[keep]
+
+
+def fit_bradley_terry(features: torch.Tensor, pairs: torch.Tensor, weights: torch.Tensor, l2: float = DEFAULT_L2
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Weights w (D,) minimising sum_p weight_p * softplus(-(s_better - s_worse)) / sum_p weight_p
+    + l2 / (2 N) * |w|^2 with s = standardised(features) . w; features (N, D), N assets (the penalty
+    shrinks as picks accumulate). Returns (w, mean, std, stats), float32 tensors.
+
+    A convex problem, solved with L-BFGS in float64 (a fraction of a second for hundreds of pairs).
+    """
+    if not math.isfinite(l2) or l2 <= 0:
+        raise PreferenceError(f"l2 must be a finite number > 0, got {l2}")
+    x = features.detach().to(torch.float64).cpu()
+    if not torch.isfinite(x).all():
+        raise PreferenceError("the image features of some picked asset are not finite")
+    mean = x.mean(0)
+    std = x.std(0, unbiased=False).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(mean)
+    z = (x - mean) / std
+    diff = z[pairs[:, 0]] - z[pairs[:, 1]]
+    wts = weights / weights.sum()
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (wts * torch.nn.functional.softplus(-(diff @ w))).sum() + 0.5 * l2 * w.pow(2).sum() / len(x)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        margin = diff @ w
+        stats = {"pairs": int(len(pairs)), "train_pairwise_accuracy": float((margin > 0).double().mul(wts).sum()),
+                 "train_loss": float((wts * torch.nn.functional.softplus(-margin)).sum())}
+    return w.detach().float(), mean.float(), std.float(), stats
+
+
+def auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` (N,) for boolean labels ``positive`` (N,) (ties count 1/2)."""
+    pos, neg = scores[positive.bool()], scores[~positive.bool()]
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("AUC needs both positive and negative examples")
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())
+
+
+def cross_validate(features: torch.Tensor, marks: list[str], prompts: list[str], folds: int = 5, l2: float = DEFAULT_L2,
+                   cross_prompt_weight: float = 1.0, seed: int = 0) -> dict:
+    """Held-out agreement: assets split into ``folds`` folds (liked and disliked spread evenly), the head
+    fitted on the others scores each fold. Returns ``auc`` (liked vs disliked, over all out-of-fold
+    scores), ``pairwise_accuracy`` (liked > disliked pairs inside each held-out fold) and ``folds``."""
+    n = len(marks)
+    folds = max(2, min(folds, marks.count("liked"), marks.count("disliked")))
+    gen = torch.Generator().manual_seed(seed)
+    fold_of = torch.zeros(n, dtype=torch.long)
+    for mark in MARKS:  # stratified: each class dealt round-robin after a shuffle
+        idx = [i for i in range(n) if marks[i] == mark]
+        order = torch.randperm(len(idx), generator=gen).tolist()
+        for k, o in enumerate(order):
+            fold_of[idx[o]] = k % folds
+    scores = torch.zeros(n, dtype=torch.float64)
+    correct = total = 0
+    for f in range(folds):
+        train = [i for i in range(n) if fold_of[i] != f]
+        test = [i for i in range(n) if fold_of[i] == f]
+        pairs, weights = preference_pairs([marks[i] for i in train], [prompts[i] for i in train], cross_prompt_weight)
+        if len(pairs) == 0:
+            continue
+        w, mean, std, _ = fit_bradley_terry(features[train], pairs, weights, l2)
+        s = ((features[test].double() - mean.double()) / std.double()) @ w.double()
+        scores[test] = s
+        for a, i in enumerate(test):
+            for b, j in enumerate(test):
+                if marks[i] == "liked" and marks[j] == "disliked":
+                    total += 1
+                    correct += float(s[a] > s[b]) + 0.5 * float(s[a] == s[b])
+    keep = torch.tensor([m != "neutral" for m in marks])
+    liked = torch.tensor([m == "liked" for m in marks])
+    return {"folds": folds, "auc": auc(scores[keep], liked[keep]),
+            "pairwise_accuracy": (correct / total) if total else None, "held_out_pairs": total}
+
+
+# --- rendering picked assets -------------------------------------------------------------------------
+
+def fit_orbit():
+    """The fixed views picked assets are rendered from: the aligner's 4 orthogonal azimuths, no jitter."""
+    from ..render.cameras import OrbitConfig
+
+    return OrbitConfig(views=4, random_azimuth=False, elevation_jitter=0.0, azimuth_offset=0.0)
+
+
+def fit_render_config(resolution: int = 32):
+    """The renderer settings of fitting; 32 px, as ``align`` renders the reward by default."""
+    from ..render.volume import VolumeRenderConfig
+
+    return VolumeRenderConfig(resolution=resolution, samples=resolution)
+
+
+@torch.no_grad()
+def latent_features(model, latents: torch.Tensor, features: FeatureNet, resolution: int = 32, batch: int = 8) -> torch.Tensor:
+    """Per-asset features (N, D): the mean over the fit views of each latent's rendered views."""
+    from ..render import render
+    from ..render.cameras import orbit_cameras
+
+    cams = orbit_cameras(fit_orbit())
+    config = fit_render_config(resolution)
+    out = []
+    for start in range(0, len(latents), batch):
+        z = latents[start:start + batch].float()
+        rgb = render(model.decode(z), cams, config).rgb
+        out.append(features(rgb).mean(1).cpu())
+    return torch.cat(out)
+
+
+def _load_latent(path: str, shape: tuple) -> torch.Tensor:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PreferenceError(f"latent file {path} is unreadable (missing, corrupt or not safetensors): {exc}") from None
+    latent = tensors.get("latent")
+    if latent is None:
+        raise PreferenceError(f"latent file {path} has no tensor 'latent'")
+    latent = latent.float().reshape(-1, *latent.shape[-len(shape):])[0] if latent.dim() > len(shape) else latent.float()
+    if tuple(latent.shape) != tuple(shape) or not torch.isfinite(latent).all():
+        raise PreferenceError(f"latent file {path}: expected a finite latent of shape {tuple(shape)}, got {tuple(latent.shape)}")
+    return latent
+
+
+def pick_features(picks: list[Pick], features: FeatureNet, device: str = "cpu", resolution: int = 32,
+                  progress: Callable[[float, str], None] | None = None) -> torch.Tensor:
+    """Features (N, D) of the picked assets: each one's latent (from its file, else sampled again from
+    its prompt and seed with its model, adapter and sampler), rendered from the fit views."""
+    from ..models import load_model
+    from ..sampling.sampler import SamplerConfig, sample
+
+    say = progress or (lambda f, m: None)
+    out: list[torch.Tensor | None] = [None] * len(picks)
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(picks):
+        groups.setdefault(p.source_key(), []).append(i)
+    done = 0
+    for key, idx in groups.items():
+        first = picks[idx[0]]
+        model = load_model(first.model, first.model_path, device=device)
+        if first.adapter is not None:
+            from ..align.lora import load_adapter
+
+            load_adapter(model, first.adapter, first.adapter_weight)
+        config = SamplerConfig(**first.sampler).for_model(model)
+        latents = [None] * len(idx)
+        todo = [k for k, i in enumerate(idx) if picks[i].latent is None]
+        for k, i in enumerate(idx):
+            if picks[i].latent is not None:
+                latents[k] = _load_latent(picks[i].latent, model.latent_shape).to(device)
+        for start in range(0, len(todo), 8):
+            chunk = todo[start:start + 8]
+            z = sample(model, [picks[idx[k]].prompt for k in chunk], [picks[idx[k]].seed for k in chunk], config).latents
+            for k, zz in zip(chunk, z):
+                latents[k] = zz
+            say(0.9 * (done + start + len(chunk)) / len(picks), f"sampled {done + start + len(chunk)} of {len(picks)} picked assets")
+        feats = latent_features(model, torch.stack(latents), features, resolution)
+        for k, i in enumerate(idx):
+            out[i] = feats[k]
+        done += len(idx)
+    return torch.stack(out)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a preference is fitted; stored in the metadata."""
+
+    feature: str = "critic"
+    clip_model: str | None = None
+    l2: float = DEFAULT_L2
+    cross_prompt_weight: float = 1.0
+    folds: int = 5
+    resolution: int = 32
+    min_liked: int = MIN_LIKED
+    min_disliked: int = MIN_DISLIKED
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURE_KINDS:
+            raise PreferenceError(f"unknown preference feature kind {self.feature!r}; choose one of {', '.join(FEATURE_KINDS)}")
+        if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 > 0):
+            raise PreferenceError(f"l2 must be a finite number > 0, got {self.l2!r}")
+        if not (math.isfinite(self.cross_prompt_weight) and self.cross_prompt_weight >= 0):
+            raise PreferenceError("cross_prompt_weight must be a finite number >= 0")
+        if not 2 <= self.folds <= 100:
+            raise PreferenceError("folds must be in 2..100")
+        if not 8 <= self.resolution <= 512:
+            raise PreferenceError("resolution must be in 8..512")
+
+
+def fit_head(features: torch.Tensor, marks: list[str], prompts: list[str], settings: FitSettings = FitSettings(),
+             feature_dim_source: str | None = None) -> PreferenceHead:
+    """The head fitted on all picks, with its cross-validated agreement in ``meta["cross_validation"]``."""
+    check_pick_counts(marks, settings.min_liked, settings.min_disliked)
+    pairs, weights = preference_pairs(marks, prompts, settings.cross_prompt_weight)
+    w, mean, std, stats = fit_bradley_terry(features, pairs, weights, settings.l2)
+    cv = cross_validate(features, marks, prompts, settings.folds, settings.l2, settings.cross_prompt_weight)
+    meta = {
+        "format": "nabla-preference", "version": 1, "feature": settings.feature, "dim": int(features.shape[1]),
+        "clip_model": settings.clip_model, "critic_weights": feature_dim_source,
+        "views": dataclasses.asdict(fit_orbit()), "resolution": settings.resolution,
+        "fit": {"l2": settings.l2, "cross_prompt_weight": settings.cross_prompt_weight, **stats},
+        "picks": {m: marks.count(m) for m in MARKS}, "prompts": sorted(set(prompts)),
+        "cross_validation": cv,
+    }
+    return PreferenceHead(w, mean, std, meta)
+
+
+def fit_preferences(picks_path: str | os.PathLike, out_dir: str | os.PathLike, settings: FitSettings = FitSettings(),
+                    device: str = "cpu", progress: Callable[[float, str], None] | None = None) -> PreferenceHead:
+    """Read ``picks_path``, render and featurise the picked assets, fit the head, save it in ``out_dir``.
+
+    The pick counts are checked before any model is loaded. Returns the saved head.
+    """
+    picks = load_picks(picks_path)
+    marks = [p.mark for p in picks]
+    check_pick_counts(marks, settings.min_liked, settings.min_disliked)
+    net = feature_net(settings.feature, settings.clip_model)
+    feats = pick_features(picks, net, device, settings.resolution, progress)
+    head = fit_head(feats, marks, [p.prompt for p in picks], settings, net.source if settings.feature == "critic" else None)
+    save_head(head, out_dir)
+    return head
+
+
+# --- the reward --------------------------------------------------------------------------------------
+
+class PreferenceReward(Reward):
+    """Per-view scores (B, V) of a fitted preference head on frozen features of the rendered views."""
+
+    name = "preference"
+    differentiable = True
+    channels = frozenset({"rgb"})
+
+    def __init__(self, head: PreferenceHead, features: FeatureNet, mode: str = "logit"):
+        if features.dim != head.dim:
+            raise PreferenceError(f"the preference head takes {head.dim}-d features but the {features.kind} network gives {features.dim}-d")
+        if mode not in REWARD_MODES:
+            raise PreferenceError(f"preference mode must be one of {', '.join(REWARD_MODES)}, not {mode!r}")
+        self.head, self.features, self.mode = head, features, mode
+
+    def score_views(self, renders: RenderOutput | torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        rgb = renders.rgb if isinstance(renders, RenderOutput) else renders
+        if not isinstance(rgb, torch.Tensor) or rgb.dim() != 5 or rgb.shape[2] != 3:
+            raise ValueError(f"expected rgb renders (B, V, 3, R, R), got {getattr(rgb, 'shape', type(rgb).__name__)}")
+        if len(prompts) != rgb.shape[0]:
+            raise ValueError(f"{rgb.shape[0]} rendered assets but {len(prompts)} prompts")
+        score = self.head.score(self.features(rgb))
+        # log_prob saturates once a view beats the average pick: less pull toward features far off the picks
+        return torch.nn.functional.logsigmoid(score) if self.mode == "log_prob" else score
+
+
+def load_preference(path: str | os.PathLike, clip_model: str | os.PathLike | None = None, mode: str = "logit") -> PreferenceReward:
+    """The reward of the preference folder ``path``; ``clip_model`` overrides the CLIP folder it was fitted with;
+    ``mode``: ``"logit"`` (the head's score) or ``"log_prob"`` (log sigmoid of it, <= 0)."""
+    if mode not in REWARD_MODES:  # before any network is loaded
+        raise PreferenceError(f"preference mode must be one of {', '.join(REWARD_MODES)}, not {mode!r}")
+    head = load_head(path)
+    kind = head.meta["feature"]
+    clip = clip_model if clip_model is not None else head.meta.get("clip_model")
+    return PreferenceReward(head, feature_net(kind, clip, head.meta.get("critic_weights") if kind == "critic" else None), mode)

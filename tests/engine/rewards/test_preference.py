@@ -1,0 +1,249 @@
+"""The preference reward: picks format, fitting, simulated artists, save/load, gradients, CLI and align."""
+import json
+
+import pytest
+import torch
+
+from engine.align.objective import RenderedReward
+from engine.cli import main
+from engine.models import load_model
+from engine.render.cameras import OrbitConfig
+from engine.render.volume import VolumeRenderConfig
+from engine.rewards import build_reward_expression
+from engine.rewards.base import WeightedSum
+from engine.rewards.errors import RewardModelMissing
+from engine.rewards.critic import load_critic
+from engine.rewards.preference import (CriticFeatures, FitSettings, PreferenceError, PreferenceReward, feature_net,
+                                       check_pick_counts, fit_head, load_head, load_picks, load_preference,
+                                       pick_features, picks_document, save_head)
+from engine.rewards.preference_study import RULES, held_out_auc, make_candidates, marks_from_measure, rule_measure
+from engine.sampling.sampler import SamplerConfig, sample
+
+FAST = SamplerConfig(steps=8)
+TRAIN, HELD_OUT = 36, 48  # 36 picks: 12 liked, 12 disliked, 12 neutral for the thirds rules
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("embedded")
+
+
+@pytest.fixture(scope="module")
+def features():
+    return CriticFeatures()
+
+
+@pytest.fixture(scope="module")
+def study(model, features):
+    """Training candidates (the artist marks these) and held-out ones, disjoint seeds."""
+    torch.manual_seed(0)
+    return make_candidates(model, TRAIN, 0, features, FAST), make_candidates(model, HELD_OUT, 50_000, features, FAST)
+
+
+@pytest.mark.parametrize("rule_name", list(RULES))
+def test_simulated_artist_rules_are_learned_from_picks(rule_name, model, study):
+    train, held = study
+    rule = RULES[rule_name]
+    marks, thresholds = marks_from_measure(rule_measure(rule, model, train), rule.by_class)
+    assert marks.count("liked") >= 4 and marks.count("disliked") >= 4
+    head = fit_head(train.features, marks, train.prompts)
+    scores = head.score(held.features)
+    assert scores.shape == (HELD_OUT,) and torch.isfinite(scores).all()
+    assert held_out_auc(scores, rule_measure(rule, model, held), rule.by_class, thresholds) >= 0.85
+    cv = head.meta["cross_validation"]
+    assert 0.0 <= cv["auc"] <= 1.0 and cv["held_out_pairs"] > 0
+
+
+def test_marks_flipped_give_the_opposite_ranking(model, study):
+    """The head follows the marks, not some fixed property of the features."""
+    train, held = study
+    rule = RULES["orange"]
+    marks, thresholds = marks_from_measure(rule_measure(rule, model, train), False)
+    flipped = [{"liked": "disliked", "disliked": "liked"}.get(m, m) for m in marks]
+    scores = fit_head(train.features, flipped, train.prompts).score(held.features)
+    assert held_out_auc(scores, rule_measure(rule, model, held), False, thresholds) < 0.15
+
+
+def test_too_few_picks_or_one_class_say_how_many_are_needed(study):
+    train, _ = study
+    with pytest.raises(PreferenceError, match="at least 4 liked and 4 disliked") as err:
+        check_pick_counts(["liked"] * 10)
+    assert "10 liked, 0 disliked" in str(err.value)
+    with pytest.raises(PreferenceError, match="too few picks.*3 liked, 5 disliked"):
+        check_pick_counts(["liked"] * 3 + ["disliked"] * 5 + ["neutral"])
+    with pytest.raises(PreferenceError, match="at least 4 liked"):
+        fit_head(train.features[:6], ["liked"] * 6, train.prompts[:6])
+    check_pick_counts(["liked"] * 4 + ["disliked"] * 4)  # enough: no error
+
+
+def test_head_round_trips_through_safetensors_and_strict_json(tmp_path, study, features):
+    train, held = study
+    marks, _ = marks_from_measure(rule_measure(RULES["no-tori"], None, train), True)
+    head = fit_head(train.features, marks, train.prompts)
+    save_head(head, tmp_path / "pref")
+    assert sorted(p.name for p in (tmp_path / "pref").iterdir()) == ["preference.json", "preference.safetensors"]
+    json.loads((tmp_path / "pref" / "preference.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    again = load_head(tmp_path / "pref")
+    for name in ("weight", "mean", "std"):
+        assert torch.equal(getattr(again, name), getattr(head, name))
+    assert again.meta == head.meta and again.meta["feature"] == "critic" and again.meta["dim"] == 128
+    assert torch.allclose(again.score(held.features), head.score(held.features))
+    reward = load_preference(tmp_path / "pref")
+    assert reward.channels == frozenset({"rgb"})
+    direct = head.score(features(held.renders.rgb[:3]))  # (3, V)
+    assert torch.allclose(reward.score_views(held.renders.rgb[:3], held.prompts[:3]), direct, atol=1e-5)
+    logp = load_preference(tmp_path / "pref", mode="log_prob").score_views(held.renders.rgb[:3], held.prompts[:3])
+    assert torch.allclose(logp, torch.nn.functional.logsigmoid(direct), atol=1e-5) and (logp <= 0).all()
+    with pytest.raises(PreferenceError, match="mode"):
+        load_preference(tmp_path / "pref", mode="prob")
+    # broken folders: clear errors
+    with pytest.raises(RewardModelMissing, match="no fitted preference"):
+        load_head(tmp_path / "missing")
+    (tmp_path / "pref" / "preference.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(PreferenceError, match="unreadable"):
+        load_head(tmp_path / "pref")
+    save_head(head, tmp_path / "pref")
+    (tmp_path / "pref" / "preference.json").write_text('{"feature": "critic", "dim": NaN}')
+    with pytest.raises(PreferenceError, match="strict JSON"):
+        load_head(tmp_path / "pref")
+
+
+def test_reward_gradient_reaches_the_latent_and_matches_finite_differences(model, study):
+    train, _ = study
+    marks, _ = marks_from_measure(rule_measure(RULES["orange"], model, train), False)
+    head = fit_head(train.features, marks, train.prompts)
+    net = CriticFeatures()
+    net.net = load_critic().double()  # float64 for the finite-difference check (the shared critic stays fp32)
+    m64 = load_model("embedded")
+    m64.config.render_resolution = 12
+    m64.autoencoder.to(torch.float64)
+    objective = RenderedReward(m64, PreferenceReward(head, net), OrbitConfig(views=2),
+                               VolumeRenderConfig(resolution=12, samples=16, sharpness=0.05), image_noise=0.0)
+    views = objective.sample_views(torch.Generator().manual_seed(0))
+    x = train.latents[:1].double().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(x, train.prompts[:1], views).sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    for seed in range(2):
+        v = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        eps = 1e-5
+        with torch.no_grad():
+            fd = float(objective(x + eps * v, train.prompts[:1], views) - objective(x - eps * v, train.prompts[:1], views)) / (2 * eps)
+        analytic = float((grad * v).sum())
+        assert abs(analytic - fd) <= 1e-4 * abs(fd) + 1e-7, (analytic, fd)
+
+
+def test_picks_file_resamples_assets_from_a_generate_manifest_and_reads_latent_files(tmp_path, model, features):
+    gen = tmp_path / "gen"
+    assert main(["generate", "--prompt", "a cone", "--seed", "5", "--count", "2", "--steps", "4", "--out", str(gen)]) == 0
+    manifest = json.loads((gen / "manifest.json").read_text())
+    latent = sample(model, ["a cube"], [9], SamplerConfig(steps=4)).latents[0]
+    from engine.fileio import write_safetensors
+
+    write_safetensors(tmp_path / "cube.safetensors", {"latent": latent})
+    doc = {"format": "nabla-picks", "version": 1, "assets": [
+        {"prompt": "a cone", "seed": 6, "mark": "liked", "manifest": "gen/manifest.json"},
+        {"prompt": "a cube", "seed": 9, "mark": "disliked", "latent": "cube.safetensors"},
+    ]}
+    (tmp_path / "picks.json").write_text(json.dumps(doc))
+    picks = load_picks(tmp_path / "picks.json")
+    assert picks[0].sampler["steps"] == 4 and picks[0].model == "embedded" and picks[1].latent.endswith("cube.safetensors")
+    got = pick_features(picks, features)
+    z = sample(model, ["a cone"], [6], SamplerConfig(steps=4)).latents
+    from engine.rewards.preference import latent_features
+
+    assert torch.allclose(got[0], latent_features(model, z, features)[0], atol=1e-5)
+    assert torch.allclose(got[1], latent_features(model, latent[None], features)[0], atol=1e-5)
+    # the re-sampled asset is the generated one: same mesh
+    assert len(model.latents_to_meshes(z)[0].vertices) == manifest["assets"][1]["vertices"]
+    assert picks_document(picks)["assets"][0]["sampler"]["steps"] == 4
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a cube", "seed": 1, "mark": "loved"}]}, "mark must be one of"),
+    ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a shiny cube", "seed": 1, "mark": "liked"}]}, "assets\\[0\\]"),
+    ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a cube", "seed": 1.5, "mark": "liked"}]}, "seed"),
+    ({"format": "nabla-picks", "version": 2, "assets": []}, "version"),
+    ([{"prompt": "a cube"}], "format"),
+])
+def test_bad_picks_are_refused_naming_the_entry(tmp_path, bad, match):
+    (tmp_path / "picks.json").write_text(json.dumps(bad))
+    with pytest.raises(PreferenceError, match=match):
+        load_picks(tmp_path / "picks.json")
+
+
+def _picks_file(path, n_liked: int, n_disliked: int):
+    assets = [{"prompt": "a cube", "seed": i, "mark": "liked", "sampler": {"steps": 4}} for i in range(n_liked)]
+    assets += [{"prompt": "a torus", "seed": i, "mark": "disliked", "sampler": {"steps": 4}} for i in range(n_disliked)]
+    path.write_text(json.dumps({"format": "nabla-picks", "version": 1, "assets": assets}))
+    return path
+
+
+def test_cli_fit_then_align_with_the_preference_reward(tmp_path, capsys):
+    assert main(["preferences", "fit", "--picks", str(_picks_file(tmp_path / "few.json", 3, 6)), "--out", str(tmp_path / "x")]) == 2
+    assert "at least 4 liked and 4 disliked" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+    pref = tmp_path / "pref"
+    assert main(["preferences", "fit", "--picks", str(_picks_file(tmp_path / "picks.json", 5, 5)), "--out", str(pref),
+                 "--folds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out agreement (3-fold cross-validation): AUC" in out
+    meta = json.loads((pref / "preference.json").read_text())
+    assert meta["picks"] == {"liked": 5, "disliked": 5, "neutral": 0} and meta["cross_validation"]["auc"] >= 0.9
+
+    assert main(["rewards"]) == 0
+    assert "preference" in capsys.readouterr().out
+    combined = build_reward_expression("preference + 0.3*dnc", {"preference": {"path": str(pref)}})
+    assert isinstance(combined, WeightedSum) and combined.differentiable
+    assert {"rgb", "depth", "normal"} <= combined.channels
+
+    run = tmp_path / "al"
+    code = main(["align", "--reward", "preference", "--option", f"preference.path={pref}", "--steps", "1",
+                 "--trajectories", "2", "--eval-seeds", "1", "--views", "2", "--resolution", "12", "--sampling-steps", "4",
+                 "--prompt", "a cube", "--out", str(run)])
+    assert code == 0, capsys.readouterr().err
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    report = json.loads((run / "report.json").read_text())
+    assert report["reward"] == "preference" and report["rounds"] == 1
+    assert main(["align", "--reward", "preference", "--option", f"preference.path={tmp_path / 'nothing'}",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "no fitted preference" in capsys.readouterr().err
+
+
+def test_clip_features_fit_save_and_score_differentiably(tmp_path, study):
+    """Feature kind "clip": a tiny random CLIPModel folder (transformers format), through the CLIP loaders."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=60, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         max_position_embeddings=16),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=24)
+    torch.manual_seed(0)
+    transformers.CLIPModel(config).save_pretrained(tmp_path / "clip")
+    train, held = study
+    net = feature_net("clip", tmp_path / "clip")
+    assert net.kind == "clip" and net.dim == 24
+    feats = net(train.renders.rgb).mean(1)
+    assert feats.shape == (TRAIN, 24) and torch.isfinite(feats).all()
+    marks, _ = marks_from_measure(rule_measure(RULES["no-tori"], None, train), True)
+    head = fit_head(feats, marks, train.prompts, FitSettings(feature="clip", clip_model=str(tmp_path / "clip")))
+    save_head(head, tmp_path / "pref")
+    reward = load_preference(tmp_path / "pref")
+    assert reward.features.kind == "clip" and reward.head.meta["clip_model"] == str(tmp_path / "clip")
+    rgb = held.renders.rgb[:2].clone().requires_grad_(True)
+    scores = reward.score_views(rgb, held.prompts[:2])
+    assert scores.shape == (2, 4) and torch.isfinite(scores).all()
+    (grad,) = torch.autograd.grad(scores.sum(), rgb)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with pytest.raises(PreferenceError, match="CLIP model folder"):
+        feature_net("clip", None)
+
+
+def test_pairs_within_and_across_prompts_with_their_weights():
+    from engine.rewards.preference import preference_pairs
+
+    pairs, weights = preference_pairs(["liked", "disliked", "neutral", "liked"], ["a cube", "a cube", "a torus", "a torus"],
+                                      cross_prompt_weight=0.5)
+    got = {tuple(p): w for p, w in zip(pairs.tolist(), weights.tolist())}
+    # liked > disliked: 1 within a prompt, 0.5 across; neutral pairs at half that
+    assert got == {(0, 1): 1.0, (0, 2): 0.25, (2, 1): 0.25, (3, 1): 0.5, (3, 2): 0.5}
