@@ -63,6 +63,18 @@ def _styles(labels: Sequence[str], groups: dict[str, str] | None):
     return out
 
 
+def _draw_curves(ax, curves: dict[str, Sequence[Point]], groups: dict[str, str] | None) -> dict:
+    """One line with markers per curve, styled by group; returns label -> (colour, dash, marker)."""
+    style = _styles(list(curves), groups)
+    for label, points in curves.items():
+        if not points:
+            continue
+        colour, dash, marker = style[label]
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, linestyle=dash, marker=marker, markersize=3.5, color=colour, label=label, linewidth=1.2)
+    return style
+
+
 def frontier_plot(curves: dict[str, Sequence[Point]], path: str | os.PathLike, title: str = "",
                   marked: dict[str, Sequence[Point]] | None = None, fd_levels: Sequence[float] = (),
                   base: Point | None = None, groups: dict[str, str] | None = None, floor: float | None = None,
@@ -82,15 +94,11 @@ def frontier_plot(curves: dict[str, Sequence[Point]], path: str | os.PathLike, t
     if marked:
         _check(marked, "frontier_plot marked points")
     fig, ax = _figure()
-    style = _styles(list(curves), groups)
-    for label, points in curves.items():
-        if not points:
-            continue
-        colour, dash, marker = style[label]
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, linestyle=dash, marker=marker, markersize=3.5, color=colour, label=label, linewidth=1.2)
-        for x, y in (marked or {}).get(label, []):
-            ax.plot([x], [y], marker="o", markersize=11, markerfacecolor="none", markeredgewidth=1.8, color=colour)
+    style = _draw_curves(ax, curves, groups)
+    for label, points in (marked or {}).items():
+        for x, y in points:
+            ax.plot([x], [y], marker="o", markersize=11, markerfacecolor="none", markeredgewidth=1.8,
+                    color=style[label][0])
     if base is not None:
         ax.plot([base[0]], [base[1]], marker="*", markersize=13, color="black", linestyle="none", label="base")
     for level in fd_levels:
@@ -130,13 +138,7 @@ def progress_plot(curves: dict[str, Sequence[Point]], path: str | os.PathLike, t
     """
     _check(curves, "progress_plot")
     fig, ax = _figure()
-    style = _styles(list(curves), groups)
-    for label, points in curves.items():
-        if not points:
-            continue
-        colour, dash, marker = style[label]
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, linestyle=dash, marker=marker, markersize=3.5, color=colour, label=label, linewidth=1.2)
+    _draw_curves(ax, curves, groups)
     if base is not None:
         if not math.isfinite(base):
             raise ValueError(f"progress_plot: base reward must be finite, got {base!r}")
