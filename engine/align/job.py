@@ -32,7 +32,7 @@ from ..params import (MAX_BETA, MAX_EVAL_SEEDS, MAX_LR, MAX_SEED, BadInput, chec
 from ..render import render
 from ..render.cameras import OrbitConfig, orbit_cameras
 from ..render.volume import VolumeRenderConfig
-from ..rewards.registry import parse_reward_expression
+from ..rewards.registry import check_reward_for_model, parse_reward_expression
 from ..sampling.sampler import SamplerConfig, sample
 from ..models import model_spec, prompt_rules
 from ..names import GRADIENT_FREE_METHODS, MODELS, RENDERERS
@@ -91,6 +91,7 @@ class AlignJob:
             raise BadInput(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         self.model_path = check_str("model_path", self.model_path, nullable=True)
         prompt_rules(self.model).validate(self.prompts)  # PromptError (a ValueError) names the bad word
+        check_reward_for_model(self.reward, self.model)  # e.g. the critic reads the embedded model's prompts only
         self.eval_seeds = check_int("eval_seeds", self.eval_seeds, 1, MAX_EVAL_SEEDS)
         self.beta = check_float("beta", self.beta, 0.0, MAX_BETA, nullable=True)
         self.trust_region = check_float("trust_region", self.trust_region, 0.0, nullable=True)

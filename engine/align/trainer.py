@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -139,6 +140,8 @@ class Aligner:
         self.saved_step: int | None = None  # the round checkpoint.pt holds, once written or loaded
         self.history: list[dict] = []
         self._pending: SampledRound | None = None  # train_on_previous: this round's samples, trained on next round
+        if self.out_dir is not None:
+            _refuse_non_files(self.out_dir)  # before anything in the folder is read, replaced or deleted
         if resume and self.out_dir is not None and (self.out_dir / CHECKPOINT).is_file():
             self._load_checkpoint()
         elif self.out_dir is not None and self.rank == 0:
@@ -313,7 +316,19 @@ class Aligner:
             "pending": None if self._pending is None else self._pending.to_state(),
             "identity": json.dumps(self.identity, allow_nan=False),
         }
-        path = atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        target = self.out_dir / CHECKPOINT
+
+        def write(tmp: str) -> None:
+            try:
+                torch.save(state, tmp)
+            except (RuntimeError, OSError) as exc:
+                # torch reports a full disk as "enforce fail at inline_container.cc ... unexpected pos";
+                # atomic_write removes the temp file, so the previous checkpoint stays as it was.
+                why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise OSError(f"cannot write checkpoint {target} (round {self.step}): the disk may be full "
+                              f"({why[:200]}); the previous checkpoint is kept") from None
+
+        path = atomic_write(target, write)
         self.saved_step = self.step
         return path
 
@@ -348,8 +363,7 @@ class Aligner:
         self._pending = SampledRound.from_state(state["pending"]) if state.get("pending") is not None else None
         # Keep the log consistent with the checkpoint: drop lines of updates that will be redone.
         log = self.out_dir / LOG
-        lines = [l for l in log.read_text().splitlines() if l.strip()] if log.is_file() else []
-        self.history = [r for r in map(json.loads, lines) if r["step"] <= self.step]
+        self.history = [r for r in _read_log(log) if r["step"] <= self.step]
         text = "".join(json.dumps(r) + "\n" for r in self.history)
         atomic_write(log, lambda tmp: Path(tmp).write_text(text))
 
@@ -411,6 +425,46 @@ class SampledRound:
 
 NOT_IDENTITY = ("config.steps", "config.checkpoint_every")  # change what is kept or how far, not the result
 _ABSENT = object()
+
+
+def _read_log(log: Path) -> list[dict]:
+    """The records of ``log.jsonl``. A torn final line (a full disk or a kill mid-append) is dropped
+    with a warning naming the file: the checkpoint, not the log, says where the run resumes. A bad
+    line before the last is damage the run cannot explain: a ValueError naming the file and line."""
+    if not log.is_file():
+        return []
+    try:
+        lines = log.read_text(encoding="utf-8", errors="strict").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{log} is not UTF-8 text ({exc}); remove it or use a new output folder") from None
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    records = []
+    for k, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("not a round's record")
+        except ValueError as exc:
+            if k == len(numbered) - 1:
+                warnings.warn(f"{log}: dropping its torn last line {number} ({exc}); a full disk or a killed "
+                              "run leaves one", stacklevel=3)
+                break
+            raise ValueError(f"{log} line {number} is not a round's JSON record ({exc}); "
+                             "remove the file or use a new output folder") from None
+        records.append(record)
+    return records
+
+
+def _refuse_non_files(out_dir: Path) -> None:
+    """A run's own files that exist but are not regular files (a folder, a dangling link) would fail
+    half-way through replacing the previous run's files: refuse them before anything is touched."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output folder {out_dir} is not a folder; choose another --out")
+    for name in (CHECKPOINT, LOG, RUN):
+        path = out_dir / name
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise ValueError(f"{path} is not a file (a folder or a broken link where the run keeps its {name}); "
+                             "remove it or choose a new output folder")
 
 
 def _flatten(identity: dict, prefix: str = "") -> dict:

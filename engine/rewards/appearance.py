@@ -91,6 +91,7 @@ def load_reference_image(image, max_side: int = 256) -> tuple[torch.Tensor, torc
     do not need more pixels.
     """
     import os
+    import warnings
 
     import numpy as np
 
@@ -98,11 +99,18 @@ def load_reference_image(image, max_side: int = 256) -> tuple[torch.Tensor, torc
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(image) as im:
-                has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-                arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+            with warnings.catch_warnings():
+                # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too, before
+                # the pixels are decoded into memory
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(image) as im:
+                    has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+                    arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
         except FileNotFoundError:
             raise ValueError(f"reference image not found: {image}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(f"reference image {image} is too large to read safely (a decompression bomb? "
+                             f"{exc}); use a smaller image") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise ValueError(f"cannot read reference image {image}: {exc}") from exc
         tensor = torch.from_numpy(arr)

@@ -217,6 +217,8 @@ class RewardSpec:
     description: str
     options: tuple[RewardOption, ...]
     factory: Callable[..., Reward]
+    # the models whose samples (and prompts) it can score; None: any model's
+    models: tuple[str, ...] | None = None
 
     def option(self, name: str) -> RewardOption:
         for opt in self.options:
@@ -284,6 +286,17 @@ def list_rewards() -> list[RewardSpec]:
 def build_reward(name: str, options: Mapping[str, Any] | None = None) -> Reward:
     """The reward registered as ``name``, built with ``options`` (values or CLI strings)."""
     return get_reward_spec(name).build(**dict(options or {}))
+
+
+def check_reward_for_model(expression: str, model: str) -> None:
+    """A RewardConfigError (a ValueError: exit 2, ``bad_input``) when a term of ``expression`` cannot
+    score model ``model``'s samples, e.g. the prompt critic, which reads one model's grammar and was
+    trained on that model's renders. Checked before a model loads or a file is written."""
+    for _, name in parse_reward_expression(expression):
+        spec = get_reward_spec(name)
+        if spec.models is not None and model not in spec.models:
+            raise RewardConfigError(f"reward {name!r} scores samples of model {' / '.join(spec.models)} only, not {model!r}; "
+                                    f"choose another reward for {model!r}")
 
 
 _TOKEN = re.compile(
@@ -563,6 +576,8 @@ for _spec in (
             RewardOption("mode", "str", "log_prob", "log_prob: log p(shape) + log p(colour) in (-inf, 0]; prob: p(shape) * p(colour)"),
         ),
         _build_critic,
+        # it reads the embedded model's prompt grammar (engine/rewards/critic.py) and saw its renders
+        models=("embedded",),
     ),
     RewardSpec(
         "preference",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,8 +257,12 @@ class WorkerClient:
             if session is None or session.dead or session.stopping:
                 raise WorkerNotRunning("the worker is not running; start() it first")
             session.pending[job_id] = kind
+            staging = _staging_of(kind, message["params"], job_id)
+            if staging is not None:
+                session.staging[job_id] = staging
             if not self._write(session, message):
                 del session.pending[job_id]
+                session.staging.pop(job_id, None)
                 raise WorkerNotRunning(f"the worker {_describe_exit(session.proc.poll())}")
         return job_id
 
@@ -313,6 +318,7 @@ class WorkerClient:
             if msg["type"] in protocol.TERMINAL_TYPES:
                 with self._lock:
                     session.pending.pop(msg.get("id"), None)
+                    session.staging.pop(msg.get("id"), None)
             self._messages.put(msg)
             if msg["type"] == "ready":
                 with self._lock:
@@ -331,6 +337,13 @@ class WorkerClient:
             leftover = list(session.pending)
             session.pending.clear()
             stopping = session.stopping
+            staging = [session.staging.pop(j) for j in leftover if j in session.staging]
+        # The process has exited: a staging folder of its unfinished jobs has no writer left (a
+        # SIGKILL mid-export leaves one, hidden, with the meshes written so far). Remove it now
+        # rather than wait for a later job's stale-folder sweep, an hour on.
+        for folder in staging:
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
         tail = "\n".join(session.stderr)
         for i, job_id in enumerate(leftover):
             if stopping:
@@ -356,6 +369,17 @@ class _Session:
     ready_after_s: float | None = None
     stopping: bool = False
     dead: bool = False
+    staging: dict[str, Path] = field(default_factory=dict)  # generate job id -> its staging folder
+
+
+def _staging_of(kind: str, params: dict, job_id: str) -> Path | None:
+    """The staging folder a ``generate`` job writes into (None when its out_dir is not an absolute
+    path: the worker refuses such a job before writing anything)."""
+    out_dir = params.get("out_dir") if kind == "generate" else None
+    if not isinstance(out_dir, str) or not out_dir:
+        return None
+    out = Path(out_dir).expanduser()
+    return protocol.staging_dir(out, job_id) if out.is_absolute() else None
 
 
 def run_job_sync(

@@ -17,7 +17,6 @@ import re
 import shutil
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -240,9 +239,10 @@ STAGING_STALE_AFTER_S = 3600.0
 _STAGING_NAME = re.compile(r"\..+\.partial-[0-9a-f]{8}")
 
 
-def _new_staging_dir(out_dir: Path) -> Path:
-    """A fresh, empty staging folder beside ``out_dir``, named as :data:`_STAGING_NAME` matches."""
-    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+def _new_staging_dir(out_dir: Path, job_id: str) -> Path:
+    """A fresh, empty staging folder beside ``out_dir``, named as :data:`_STAGING_NAME` matches and
+    after the job's id (:func:`protocol.staging_dir`): the client removes it if this worker dies."""
+    staging = protocol.staging_dir(out_dir, job_id)
     staging.mkdir()
     return staging
 
@@ -332,7 +332,7 @@ def run_generate(params: dict, ctx: JobContext) -> dict:
 
     t0 = time.perf_counter()
     p.out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = _new_staging_dir(p.out_dir)
+    staging = _new_staging_dir(p.out_dir, ctx.job_id)
     try:
         records = []
         for i, asset in enumerate(gen.assets):

@@ -31,7 +31,9 @@ unsupported request: bad JSON, missing fields, unknown job kind, duplicate id).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -56,6 +58,15 @@ class BadInput(ValueError):
     Job functions (the worker's own, and ``engine.align.run_alignment``) raise it for parameters
     a user could fix. Any other exception is reported as kind ``runtime``.
     """
+
+
+def staging_dir(out_dir: str | Path, job_id: str) -> Path:
+    """Where the generate job ``job_id`` stages its files before renaming them to ``out_dir``
+    (absolute): ``.<out_dir name>.partial-<8 hex of the id's hash>`` beside it. Derived from the id,
+    so a client that sees its worker die mid-export can remove that job's folder at once."""
+    out_dir = Path(out_dir)
+    tag = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return out_dir.parent / f".{out_dir.name}.partial-{tag}"
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -341,3 +341,80 @@ def test_a_checkpoint_without_lora_tensors_is_a_clear_error(tmp_path):
         with pytest.raises(ValueError, match=r"checkpoint .*checkpoint\.pt is not a complete alignment checkpoint "
                                              r"\(no (lora|the LoRA tensors of this model)\); remove it to start over"):
             run_alignment(_params(out, steps=2, trajectories=1))
+
+
+def test_a_run_refused_for_its_checkpoint_path_deletes_and_writes_nothing(tmp_path):
+    """Issue 22: a checkpoint.pt that is not a file (here a folder) was refused only after the
+    previous run's log.jsonl had been deleted. Now the refusal comes first and names the path."""
+    out = tmp_path / "run"
+    run_alignment(_params(out, steps=1, trajectories=1))
+    log, run = (out / "log.jsonl").read_bytes(), (out / "run.json").read_bytes()
+    (out / "checkpoint.pt").unlink()
+    (out / "checkpoint.pt").mkdir()
+    with pytest.raises(ValueError, match=r"checkpoint\.pt is not a file"):
+        run_alignment(_params(out, steps=1, trajectories=1))
+    assert (out / "log.jsonl").read_bytes() == log and (out / "run.json").read_bytes() == run
+
+
+def test_the_critic_with_another_model_is_refused_before_loading_or_writing(tmp_path, monkeypatch, capsys):
+    """Issue 22: `align --model shap-e --reward critic` exited 2 only after loading the model and
+    writing run.json. The critic reads the embedded model's prompts: refused up front, one line."""
+    import engine.models
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(engine.models, "load_model", no_loading)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"reward 'critic' scores samples of model embedded only, not 'shap-e'"):
+        run_alignment(_params(out, model="shap-e", reward="0.5*palette + critic", prompts=["a chair"]))
+    assert not out.exists()
+    (tmp_path / "weights").mkdir()
+    assert main(["align", "--model", "shap-e", "--model-path", str(tmp_path / "weights"), "--reward", "critic",
+                 "--prompt", "a chair", "--out", str(out)]) == 2
+    assert "reward 'critic' scores samples of model embedded only" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_resume_drops_a_torn_last_log_line_and_refuses_a_torn_middle_one(tmp_path):
+    """Issue 22: a torn last line in log.jsonl (what a full disk leaves) made resume fail with
+    "Expecting ',' delimiter". Now it is dropped with a warning naming the file and the run resumes;
+    a bad line before the last is an error naming the file and the line."""
+    out = tmp_path / "run"
+    run_alignment(_params(out, steps=2, trajectories=1, extra={**TINY, "checkpoint_every": 1}))
+    lines = (out / "log.jsonl").read_text().splitlines()
+    (out / "log.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[1][:20])
+    with pytest.warns(UserWarning, match=r"log\.jsonl: dropping its torn last line 3"):
+        report = run_alignment(_params(out, steps=3, trajectories=1, extra={**TINY, "checkpoint_every": 1}))
+    assert report["rounds"] == 3
+    steps = [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    good = (out / "log.jsonl").read_text().splitlines()
+    (out / "log.jsonl").write_text(good[0] + "\n" + good[1][:20] + "\n" + good[2] + "\n")
+    with pytest.raises(ValueError, match=r"log\.jsonl line 2 is not a round's JSON record"):
+        run_alignment(_params(out, steps=4, trajectories=1, extra={**TINY, "checkpoint_every": 1}))
+
+
+def test_a_full_disk_while_saving_the_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    """Issue 22: a full disk while saving checkpoint.pt said "enforce fail at inline_container.cc...
+    unexpected pos". Now one line names the file and the likely cause, and the previous checkpoint
+    is intact (written to a temp file and renamed)."""
+    out = tmp_path / "run"
+    run_alignment(_params(out, steps=1, trajectories=1))
+    kept = (out / "checkpoint.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        if str(f).endswith(".pt") or "checkpoint" in str(f):
+            Path(f).write_bytes(b"PK\x03\x04 torn")  # what a full disk leaves of the zip
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1216 vs 1104")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as info:
+        run_alignment(_params(out, steps=2, trajectories=1))
+    message = str(info.value)
+    assert "\n" not in message and f"cannot write checkpoint {out / 'checkpoint.pt'}" in message
+    assert "the disk may be full" in message and "the previous checkpoint is kept" in message
+    assert (out / "checkpoint.pt").read_bytes() == kept
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint.pt"]  # no temp file left

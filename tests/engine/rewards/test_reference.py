@@ -103,3 +103,19 @@ def test_unreadable_file_and_bad_settings_are_rejected(tmp_path):
         ReferenceImageReward(solid(RED), bins=1)
     with pytest.raises(ValueError, match="softness"):
         ReferenceImageReward(solid(RED), softness=0.0)
+
+
+@pytest.mark.parametrize("side", [12, 16])  # 144 px: PIL's warning (1x-2x the limit); 256 px: its error (> 2x)
+def test_a_decompression_bomb_is_bad_input_naming_the_file(tmp_path, monkeypatch, side):
+    """Issue 22: a decompression-bomb reference image exited 1 with PIL's own error; now it is bad
+    input (a ValueError: exit 2 on the CLI) naming the file. The limit is lowered so the test image
+    stays small; PIL's check is the same one a 30000 x 30000 PNG meets."""
+    from engine.rewards.registry import build_reward
+
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (side, side), (200, 30, 20)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ValueError, match=rf"reference image {path} is too large to read safely"):
+        build_reward("reference", {"image": str(path)})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    assert build_reward("reference", {"image": str(path)}) is not None

@@ -406,3 +406,18 @@ def test_a_320_character_open_text_prompt_gets_bounded_file_names(tmp_path, tiny
     assert asset["prompt"] == prompt and Path(asset["glb_path"]).name == f"{slug(prompt)}_seed0.glb"
     assert Path(asset["glb_path"]).is_file() and Path(asset["mesh_path"]).is_file()
     assert max(len(p.name) for p in (tmp_path / "out").iterdir()) <= 80
+
+
+def test_a_generate_job_stages_in_the_folder_named_after_its_id(tmp_path, monkeypatch):
+    """The client derives a job's staging folder from its id (protocol.staging_dir) to remove it
+    when the worker dies mid-export: the job must write exactly there."""
+    from engine.worker import protocol
+
+    out = tmp_path / "assets"
+    seen = []
+    real = jobs.save_npz
+    monkeypatch.setattr(jobs, "save_npz", lambda mesh, path: (seen.append(Path(path).parent), real(mesh, path))[1])
+    jobs.run_generate({"prompt": "a red cube", "steps": 2, "out_dir": str(out)}, JobContext("0123456789ab", lambda m: None))
+    assert seen == [protocol.staging_dir(out, "0123456789ab")]
+    assert jobs._STAGING_NAME.fullmatch(seen[0].name) and seen[0].parent == tmp_path
+    assert not seen[0].exists() and (out / "manifest.json").is_file()

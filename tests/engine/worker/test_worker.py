@@ -400,3 +400,22 @@ def test_cancel_of_an_align_job_keeps_a_checkpoint_of_its_last_round_and_the_job
     got = inbox.done([again], timeout=180)
     assert any(m["type"] == "progress" and m["message"] == f"resuming from round {len(done)} of {len(done) + 1}" for m in got)
     assert got[-1]["type"] == "result" and got[-1]["data"]["rounds"] == len(done) + 1, got[-1]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_a_worker_killed_mid_export_leaves_no_staging_folder(tmp_path):
+    """Issue 22: a SIGKILL during export left the hidden ``.<out>.partial-*`` folder until a later
+    job's sweep an hour on. The client sees the crash and removes that job's folder at once."""
+    client = WorkerClient(env=ENV).start()
+    try:
+        out = tmp_path / "assets"
+        job = client.submit("generate", {"prompt": "a red cube", "count": 16, "steps": 2, "out_dir": out})
+        inbox = Inbox(client)
+        inbox.until(job, lambda m: m["type"] == "progress" and m["message"].startswith("wrote "), timeout=300)
+        assert len(no_leftovers(tmp_path)) == 1  # exporting now
+        client._session.proc.send_signal(signal.SIGKILL)
+        (msg,) = [m for m in inbox.done([job], timeout=30) if m["type"] == "error"]
+        assert msg["kind"] == "crash" and msg["returncode"] == -signal.SIGKILL
+        assert no_leftovers(tmp_path) == [] and not out.exists()
+    finally:
+        client.stop()
