@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..render.splats import quats_to_rotmats
 from ..render.types import GaussianSplats
 from .mesh import Mesh, extract_mesh
 
@@ -116,16 +117,6 @@ def _empty() -> Mesh:
     return Mesh(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)))
 
 
-def quat_to_rotation(quats: torch.Tensor) -> torch.Tensor:
-    """(N, 4) quaternions (w, x, y, z), normalised here -> (N, 3, 3) rotation matrices."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(-1, 3, 3)
-
-
 @dataclass
 class DensityGrid:
     """Sums over Gaussians on the grid (R, R, R) indexed (z, y, x): ``density`` sum w, ``colour``
@@ -196,7 +187,7 @@ def _density_mesh(asset: GaussianSplats, config: SplatMeshConfig) -> Mesh:
     if not bool(keep.any()):
         return _empty()
     means = asset.means[0][keep].float().cpu()
-    rotations = quat_to_rotation(asset.quats[0][keep].float().cpu())
+    rotations = quats_to_rotmats(asset.quats[0][keep].float().cpu())
     scales = asset.scales[0][keep].float().cpu().abs()
     opacities = asset.opacities[0][keep].float().cpu().clamp(0.0, 1.0)
     colours = asset.colors[0][keep].float().cpu().clamp(0.0, 1.0)

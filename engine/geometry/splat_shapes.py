@@ -19,6 +19,7 @@ import torch
 
 from ..render.types import GaussianSplats
 from .mesh import Mesh
+from .splat_tsdf import fibonacci_directions
 
 
 @dataclass(frozen=True)
@@ -101,19 +102,10 @@ def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                      aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], 1)
 
 
-def _fibonacci_sphere(n: int) -> np.ndarray:
-    """``n`` nearly evenly spread unit vectors."""
-    i = np.arange(n) + 0.5
-    z = 1 - 2 * i / n
-    r = np.sqrt(np.clip(1 - z * z, 0, None))
-    phi = i * math.pi * (3 - math.sqrt(5))
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], 1)
-
-
 def splat_sphere(radius: float = 0.6, config: SplatShapeConfig = SplatShapeConfig()) -> SplatShape:
     """A sphere of ``radius`` about the origin covered by ``config.count`` flat Gaussians."""
     rng = np.random.default_rng(config.seed)
-    normals = _fibonacci_sphere(config.count)
+    normals = fibonacci_directions(config.count).numpy()
     splats = _finish(radius * normals, normals, 4 * math.pi * radius**2, config, rng)
 
     def distance(p: np.ndarray) -> np.ndarray:

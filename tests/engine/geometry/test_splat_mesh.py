@@ -5,7 +5,8 @@ import pytest
 import torch
 import trimesh
 
-from engine.geometry.splat_mesh import SplatMeshConfig, density_grid, quat_to_rotation, splats_to_meshes
+from engine.geometry.splat_mesh import SplatMeshConfig, density_grid, splats_to_meshes
+from engine.render.splats import quats_to_rotmats
 from engine.geometry.splat_shapes import SplatShapeConfig, chamfer_distance, splat_cube, splat_sphere
 from engine.render.types import GaussianSplats
 
@@ -30,7 +31,7 @@ def test_density_grid_matches_brute_force():
     opacities = torch.tensor([0.9, 0.5, 0.7])
     colours = torch.rand(3, 3, generator=g)
     res, filt = 24, 0.03
-    rot = quat_to_rotation(quats)
+    rot = quats_to_rotmats(quats)
     grid = density_grid(means, rot, scales, opacities, colours, res, filt)
 
     axis = torch.linspace(-1, 1, res, dtype=torch.float64)
