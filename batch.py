@@ -9,9 +9,12 @@ operator runs each job synchronously (``bpy.ops.nabla_r2d3.generate``), so the b
 what an artist gets. Written under ``--out``:
 
 * ``scene.blend``: the imported assets, one collection per prompt, a camera and a sun;
-* ``glb/<prompt>_seed<N>.glb``: each asset as glTF (vertex colours in ``COLOR_0``);
-* ``renders/<prompt>_seed<N>.png`` and ``renders/overview.png``: Cycles renders (``--no-render`` skips);
-* ``batch_log.json``: arguments, per prompt the objects, files, vertex counts, timings or the error.
+* ``assets/<NN>_<prompt>/``: each prompt's generate job folder as the engine wrote it: per asset
+  ``<prompt>_seed<N>.glb`` (glTF, vertex colours in ``COLOR_0``) and ``.npz``, and ``manifest.json``
+  (the one generate manifest schema, engine/generate/records.py);
+* ``renders/<NN>_<prompt>_seed<N>.png`` and ``renders/overview.png``: Cycles renders (``--no-render`` skips);
+* ``batch_log.json``: arguments, per prompt the objects, its generate manifest, GLBs, vertex counts,
+  renders, timings or the error.
 
 Exit code 0 when every prompt succeeded, 1 when one failed (the others still run), 2 for bad
 arguments. Arguments are checked before anything is written, with the engine's own checks
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -228,7 +230,8 @@ def render_assets(scene, records: list[dict], out: Path, args) -> None:
                     other.hide_render = other is not obj
                 frame(cam, [obj])
                 t0 = time.perf_counter()
-                path = out / "renders" / f"{Path(asset['glb']).stem}.png"
+                glb = Path(asset["glb"])  # assets/<NN>_<prompt>/<stem>.glb: NN keeps a repeated prompt's renders apart
+                path = out / "renders" / f"{glb.parent.name.split('_')[0]}_{glb.stem}.png"
                 render_to(scene, path)
                 asset["render"] = str(path.relative_to(out))
                 asset["render_s"] = round(time.perf_counter() - t0, 3)
@@ -287,6 +290,8 @@ def run(args) -> int:
     log = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
            "blender": bpy.app.version_string, "prompts": []}
     manager = addon.blender.jobs.MANAGER
+    records = importlib.import_module(f"{addon.__name__}.engine.generate.records")  # the add-on's own copy
+    naming = importlib.import_module(f"{addon.__name__}.engine.naming")
     cols = max(1, math.ceil(math.sqrt(args.count)))
     y = 0.0
     try:
@@ -302,15 +307,20 @@ def run(args) -> int:
                 print(f"batch: {prompt!r} failed: {rec['error']}", file=sys.stderr)
                 continue
             job = manager.finished[-1]
+            # The generate job's whole folder (its files and manifest.json, the one generate schema) is
+            # kept under assets/, numbered in prompt order: two prompts may share a file-name slug.
+            result = records.GenerateResult.from_json(job.result)
+            folder = out / "assets" / f"{len(log['prompts']):02d}_{naming.slug(prompt)}"
+            folder.parent.mkdir(exist_ok=True)
+            shutil.copytree(result.out_dir, folder)
             rec.update(ok=True, seconds=round(time.perf_counter() - t0, 3), collection=job.applied["collection"],
-                       objects=job.applied["objects"], timings=job.result.get("timings", {}), assets=[])
-            for name, asset in zip(job.applied["objects"], job.result["assets"]):
-                glb = out / "glb" / Path(asset["glb_path"]).name
-                glb.parent.mkdir(exist_ok=True)
-                shutil.copy2(asset["glb_path"], glb)
+                       objects=job.applied["objects"], timings=result.timings,
+                       manifest=str((folder / records.MANIFEST_NAME).relative_to(out)), assets=[])
+            for name, asset in zip(job.applied["objects"], result.assets):
+                glb = asset.path("glb", folder)
                 obj = bpy.data.objects[name]
                 obj["nabla_r2d3_glb"] = str(glb)
-                rec["assets"].append({"object": name, "seed": asset["seed"], "glb": str(glb.relative_to(out)),
+                rec["assets"].append({"object": name, "seed": asset.seed, "glb": str(glb.relative_to(out)),
                                       "vertices": len(obj.data.vertices), "faces": len(obj.data.polygons)})
             y -= (math.ceil(args.count / cols) + 0.5) * args.spacing
             print(f"batch: {prompt!r}: {len(rec['objects'])} assets in {rec['seconds']} s", file=sys.stderr)

@@ -11,9 +11,9 @@ Params sent (``engine.align.job.run_alignment`` / ``AlignJob`` validates them)::
      "out_dir": "/abs/empty/folder", "device": "cpu" | "cuda" | "mps" (absent: the worker's default)}
 
 The result (the job's report) names its files relative to ``out_dir`` under ``files``: ``adapter``
-(a peft adapter folder), ``reward_curve``, ``log``, ``before``, ``after``; an ``adapter_path`` key
+(a peft adapter folder), ``reward_curve``, ``log``, ``before_after``; an ``adapter_path`` key
 (absolute) is accepted too. The adapter folder is copied into the adapters folder under a new name,
-with the curve, the before/after sheets, the log and a ``nabla_r2d3.json`` describing the run, and
+with the curve, the before/after sheet, the log and a ``nabla_r2d3.json`` describing the run, and
 selected for Generate. While it trains, the ``.npz`` previews the worker sends update one preview
 object in the scene (:mod:`.preview_object`), next to the 3D cursor as it was when the job was made.
 """
@@ -76,10 +76,16 @@ def align_params(s, prefs, out_dir: Path) -> dict:
     prompts = split_prompts(s.align_prompts) or split_prompts(s.prompt)
     if not prompts:
         raise JobSetupError("Enter the prompts to align on (or a Generate prompt)")
+    reward, options = reward_params(s, out_dir)
+    return training_params(s, prefs, reward, options, prompts, out_dir)
+
+
+def training_params(s, prefs, reward: str, options: dict, prompts: list[str], out_dir: Path) -> dict:
+    """The worker's align params for a reward, from the Align panel's method and training settings;
+    JobSetupError when the method needs gradients that the chosen renderer has none of."""
     if s.renderer == "cycles" and s.method not in GRADIENT_FREE_METHODS:
         raise JobSetupError(f"{s.method!r} needs the reward's gradient and Cycles renders have none: "
                             "set Renderer to Volume, or Method to DDPO")
-    reward, options = reward_params(s, out_dir)
     return {
         "reward": reward,
         "reward_options": options,
@@ -116,7 +122,7 @@ class AlignApplier:
     for Generate, unless the held-out reward fell: then the previous selection stays, and ``warning``
     says so (the job manager shows it in a popup as well as in the Jobs panel)."""
 
-    COPIED = (("reward_curve", "reward_curve.png"), ("before", "before.png"), ("after", "after.png"),
+    COPIED = (("reward_curve", "reward_curve.png"), ("before_after", "before_after.png"),
               ("log", "align_log.jsonl"), ("report", "report.json"))
 
     def __init__(self, data: dict, prefs, scene_name: str, name: str, meta: dict, out_dir: Path | None = None):
@@ -185,11 +191,10 @@ class AlignApplier:
         state = wm.nabla_r2d3
         if (self.dest / "reward_curve.png").is_file():
             state.reward_curve = str(self.dest / "reward_curve.png")
-        for key, label in (("before", "before (base model)"), ("after", f"after ({self.name})")):
-            path = self.dest / f"{key}.png"
-            if path.is_file():
-                item = state.previews.add()
-                item.name, item.path, item.job = label, str(path), self.name
+        sheet = self.dest / "before_after.png"
+        if sheet.is_file():
+            item = state.previews.add()
+            item.name, item.path, item.job = f"before / after ({self.name})", str(sheet), self.name
         self.applied = {"adapter": self.name, "path": str(self.dest), "selected": not self.reward_fell}
         change = f" (reward {self.before:.4g} -> {self.after:.4g})" if self.before is not None and self.after is not None else ""
         if self.reward_fell:

@@ -8,7 +8,8 @@ oldest until the total fits the size limit (both in the preferences; 0 turns a l
 
 * a job that runs or waits for the worker writes into it;
 * an object of the open file names one of its GLBs (``nabla_r2d3_glb``) or a preview thumbnail or
-  the reward curve shown in the panels reads from it.
+  the reward curve shown in the panels reads from it;
+* the gallery of a scene of the open file has seen it (its ``picks.json`` holds the artist's marks).
 
 Imported objects hold their mesh in the .blend itself, so removing a folder never empties an
 object; what would go stale is the GLB path an object records, which is why those are kept.
@@ -115,6 +116,10 @@ def folders_in_use(jobs_root: Path, manager=None) -> set[Path]:
     state = getattr(bpy.context.window_manager, "nabla_r2d3", None) if bpy.context.window_manager else None
     if state is not None:
         paths += [item.path for item in state.previews] + [state.reward_curve]
+    for scene in bpy.data.scenes:  # the gallery's job folders hold the artist's marks (picks.json)
+        settings = getattr(scene, "nabla_r2d3", None)
+        if settings is not None and hasattr(settings, "gallery_jobs"):
+            paths += [job.name for job in settings.gallery_jobs]
     for path in paths:
         if isinstance(path, str) and path:
             folder = _folder_of(path, jobs_root)

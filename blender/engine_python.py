@@ -59,6 +59,34 @@ def _environment_files(python: str) -> list[str]:
     return found
 
 
+# Where a Python environment keeps its interpreter, relative to the folder a user may pick instead:
+# the environment's root (venv/conda on Linux and macOS, then Windows) or its bin folder.
+_INTERPRETERS_IN_FOLDER = ("bin/python", "bin/python3", "Scripts/python.exe", "python.exe", "python", "python3")
+
+
+def interpreter_in(folder: str) -> str | None:
+    """The Python interpreter inside ``folder`` (an environment's root or its bin folder), or None."""
+    for relative in _INTERPRETERS_IN_FOLDER:
+        candidate = os.path.join(folder, *relative.split("/"))
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def path_problem(python: str) -> str | None:
+    """Why ``python`` cannot be an interpreter at all (missing, or a folder), or None."""
+    if os.path.isdir(python):
+        inside = interpreter_in(python)
+        example = inside or os.path.join(python, "bin", "python")
+        hint = f"the Python inside it is {example}" if inside else f"e.g. {example}"
+        return f"{python!r} is a folder, not a Python executable: choose the python file itself ({hint})"
+    if not os.path.exists(python):
+        return f"{python!r} does not exist"
+    if not os.path.isfile(python):
+        return f"{python!r} is not a file"
+    return None
+
+
 def _key(python: str) -> tuple | None:
     try:
         real = os.path.realpath(python)
@@ -72,9 +100,10 @@ def _key(python: str) -> tuple | None:
 def check_python(python: str, timeout: float = 60.0, refresh: bool = False) -> tuple[bool, str]:
     """``(ok, detail)``: whether ``python`` runs and can locate torch and numpy. A success is cached
     until the interpreter or its environment changes; a failure is checked again on every call."""
-    key = _key(python)
+    problem = path_problem(python)
+    key = _key(python) if problem is None else None
     if key is None:
-        return False, f"{python} does not exist"
+        return False, problem or f"{python!r} does not exist"
     if not refresh and key in _cache and _cache[key][0]:
         return _cache[key]
     env = dict(os.environ)
@@ -95,6 +124,11 @@ def check_python(python: str, timeout: float = 60.0, refresh: bool = False) -> t
 
 
 def cached_status(python: str) -> tuple[bool, str] | None:
+    """The cached check of ``python``, or None if unchecked; a missing path or a folder is known
+    without a check (a few ``stat`` calls, cheap enough for a panel)."""
+    problem = path_problem(python)
+    if problem is not None:
+        return False, problem
     key = _key(python)
     return _cache.get(key) if key else None
 
@@ -107,8 +141,9 @@ def resolve(prefs, refresh: bool = False) -> str:
     """The interpreter to run the worker with, or :class:`EnginePythonError` saying what to set."""
     configured = _configured(prefs)
     if configured:
-        if not os.path.isfile(configured):
-            raise EnginePythonError(f"Engine Python {configured!r} does not exist: fix it in the add-on preferences")
+        problem = path_problem(configured)
+        if problem is not None:
+            raise EnginePythonError(f"Engine Python {problem}: fix it in Preferences > Add-ons > Nabla-R2D3")
         ok, detail = check_python(configured, refresh=refresh)
         if not ok:
             raise EnginePythonError(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import bpy
 
+from ..engine.generate.records import BLENDER_FORMATS
 from ..engine.models import check_scheduler, prompt_rules
 from . import paths, scene_import
 from .jobs import Job
@@ -99,6 +100,7 @@ def generate_params(req: GenerateRequest, prefs, out_dir: Path) -> dict:
         "steps": int(req.steps),
         "scheduler": req.scheduler,
         "out_dir": str(out_dir),
+        "formats": list(BLENDER_FORMATS),  # the arrays the object is built from, the GLB it links to
         **device_params(prefs),
     }
     if req.guidance is not None:
@@ -116,11 +118,8 @@ class GenerateApplier:
     """Imports a ``generate`` result into the scene it was asked from, one asset per step."""
 
     def __init__(self, data: dict, scene_name: str, origin, spacing: float, adapter: str):
-        records = data.get("assets")
-        if not isinstance(records, list) or not records:
-            raise scene_import.MeshFileError(f"the result lists no assets: {data!r}"[:300])
-        specs = [scene_import.AssetSpec.from_dict(a) for a in records]
-        self.timings = data.get("timings", {})
+        specs = scene_import.AssetSpec.from_result(data)  # a GenerateResult (engine/generate/records.py)
+        self.timings = dict(data.get("timings") or {})
         self.importer = scene_import.AssetImporter(
             scene_name, specs, scene_import.collection_name_for(specs[0].prompt), spacing, tuple(origin), adapter=adapter,
             keep_clear=True,

@@ -13,8 +13,9 @@ and applies a finished job's result a slice at a time (one asset per slice, with
 * Cancel: the worker is asked to stop the job; if it has not confirmed within
   :data:`CANCEL_GRACE_S` the worker process is stopped. Either way the job folder is deleted and
   nothing of the job reaches the scene.
-* Previews: a ``.png`` goes to the Previews panel (a "curve" one to the live reward curve); a
-  ``.npz`` mesh replaces the mesh of the job's one preview object in the scene
+* Previews say their kind (engine/generate/records.py ``PreviewMessage``): an ``image`` goes to the
+  Previews panel, a ``curve`` to the live reward curve; a ``mesh`` (``.npz``) replaces the mesh of
+  the job's one preview object in the scene
   (:mod:`.preview_object`, no undo step). A preview that cannot be shown is an error line in the
   Jobs panel, never the job's failure. Cancel or error removes the preview object, like everything
   else of the job; a finished job leaves it showing the last preview.
@@ -41,6 +42,7 @@ from typing import Callable, Protocol
 
 import bpy
 
+from ..engine.generate.records import PreviewMessage
 from ..preferences import get_preferences
 from . import cache, engine_python, paths
 from .preview_object import PreviewObject
@@ -293,14 +295,19 @@ class JobManager:
                 self.message = str(msg.get("message", ""))
                 job.history.append((time.perf_counter(), self.fraction))
         elif kind == "preview":
-            path, label = str(msg.get("path", "")), str(msg.get("label", ""))
+            try:
+                preview = PreviewMessage.from_json(msg)
+            except ValueError as exc:  # RecordError: a malformed message is an error line, not the job's end
+                self.last_error = f"Preview not shown: {exc}"
+                return
+            path, label = preview.path, preview.label
             if job.on_preview is not None and job.cancel_at is None:
                 job.on_preview(path, label)
-            if path.lower().endswith(".npz"):
+            if preview.kind == "mesh":
                 if job.cancel_at is None:  # a cancelled job's preview object is about to go
                     self._update_preview_object(job, path, label)
             else:
-                self._add_preview(job, path, label)
+                self._add_preview(job, preview)
         elif kind == "result":
             if job.cancel_at is not None:
                 self._end(job, "cancelled", "Cancelled")
@@ -436,11 +443,13 @@ class JobManager:
             self.last_error = ""  # a later preview worked
         job.preview_error = ""
 
-    def _add_preview(self, job: Job, path: str, label: str) -> None:
+    def _add_preview(self, job: Job, preview: PreviewMessage) -> None:
+        """An image preview goes to the Previews panel, the reward curve (kind ``curve``) to the Jobs panel."""
         state = _state()
+        path, label = preview.path, preview.label
         if state is None or not path:
             return
-        if "curve" in label.lower():
+        if preview.kind == "curve":
             state.reward_curve = path
             return
         item = state.previews.add()

@@ -27,6 +27,7 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from ..engine.generate.records import GenerateResult, RecordError
 from ..engine.geometry.blender_mesh import COLOR_SPACES, new_mesh
 
 ATTRIBUTE = "Color"
@@ -197,7 +198,8 @@ def scene_boxes(scene: bpy.types.Scene) -> list[tuple[float, float, float, float
 
 @dataclass
 class AssetSpec:
-    """What the worker reports for one generated asset (see docs/worker_protocol.md)."""
+    """One asset to import: its prompt and seed, the ``.npz`` to build it from (absolute) and the GLB
+    the object keeps a link to ("" for none)."""
 
     prompt: str
     seed: int
@@ -210,6 +212,22 @@ class AssetSpec:
             return cls(str(d["prompt"]), int(d["seed"]), str(d["mesh_path"]), str(d.get("glb_path") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise MeshFileError(f"malformed asset record {d!r}: {exc}") from exc
+
+    @classmethod
+    def from_result(cls, data: dict) -> list["AssetSpec"]:
+        """The assets of a generate job's result data (engine/generate/records.py's GenerateResult,
+        with ``out_dir``): each needs its ``npz`` file; its ``glb``, if any, is linked."""
+        try:
+            result = GenerateResult.from_json(data)
+        except RecordError as exc:
+            raise MeshFileError(f"malformed generate result: {exc}") from exc
+        if result.out_dir is None or not result.assets:
+            raise MeshFileError(f"the generate result names no folder or no assets: {data!r}"[:300])
+        missing = [a.name for a in result.assets if "npz" not in a.files]
+        if missing:
+            raise MeshFileError(f"the generate result has no .npz mesh for {', '.join(missing)} (formats {result.formats})")
+        return [cls(a.prompt, a.seed, str(a.path("npz", result.out_dir)),
+                    str(a.path("glb", result.out_dir)) if "glb" in a.files else "") for a in result.assets]
 
 
 class SceneChanged(RuntimeError):

@@ -2,6 +2,7 @@
 
     vocabulary                      print the embedded model's grammar and every word
     generate --prompt P --out DIR   sample assets, write one mesh per asset and manifest.json
+                                    (--preview: also preview.png, a contact sheet of them)
     demo --out DIR                  the main job: generate a set of assets, finetune the model on a
                                     built-in reward with Nabla-R2D3, regenerate the same seeds, and
                                     write meshes, Cycles before/after contact sheet, reward curve,
@@ -25,15 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-from .models import check_scheduler, model_spec, prompt_rules
+from .models import model_spec, prompt_rules
 from .models.errors import ModelLoadError
 from .names import METHODS, MODELS, RENDERERS, SCHEDULERS
-from .naming import slug
-from .params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int,
+from .generate.records import FORMATS, MANIFEST_NAME
+from .params import (MAX_GUIDANCE, MAX_SAMPLING_STEPS, check_device, check_float, check_int,
                      check_threads)
 
-# No colour words: the base model picks colours, and the demo's palette reward visibly tilts them.
-DEMO_PROMPTS = ("a cube", "a sphere", "a cylinder", "a cone", "a torus", "a pyramid")
+# The embedded model's examples, one per shape with no colour words: the base model picks colours,
+# and the demo's palette reward visibly tilts them.
+DEMO_PROMPTS = model_spec("embedded").example_prompts
 
 
 DEMO_ALIGN_ROUNDS = 30
@@ -88,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--model", choices=MODELS, default="embedded", help="which model's prompts")
 
     gen = sub.add_parser("generate", help="generate assets from a prompt", formatter_class=_HelpFormatter)
-    gen.add_argument("--prompt", required=True, help="what to generate (see `vocabulary` for the embedded model's words)")
+    gen.add_argument("--prompt", help="what to generate (see `vocabulary` for the embedded model's words); "
+                     "required unless --variations-of")
     gen.add_argument("--seed", type=int, default=0, help="first seed; asset i uses seed + i")
     gen.add_argument("--count", type=_positive_int, default=4, help="how many assets (seeds seed .. seed + count - 1)")
     gen.add_argument("--out", required=True, type=Path,
@@ -96,11 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true",
                      help="replace the previous generate run in --out: the files its manifest.json lists are removed "
                           "(a folder holding anything else is still refused)")
-    gen.add_argument("--format", choices=("glb", "ply", "obj", "3dgs"), action="append",
-                     help="repeatable (default glb); 3dgs (splat models) also writes <name>.3dgs.ply, the Gaussians "
+    gen.add_argument("--format", choices=FORMATS, action="append",
+                     help="repeatable (default glb); npz: the arrays the Blender add-on imports; 3dgs (splat models) also writes <name>.3dgs.ply, the Gaussians "
                           "as a 3D Gaussian Splatting PLY, beside the meshes (glb unless another mesh format is given)")
     gen.add_argument("--adapter", type=Path, help="a LoRA adapter folder written by `align`")
     gen.add_argument("--adapter-weight", type=float, default=1.0, help="blend weight of the adapter (default 1)")
+    gen.add_argument("--preview", action="store_true",
+                     help="also write preview.png, a contact sheet of the assets (listed in manifest.json)")
+    gen.add_argument("--preview-renderer", choices=("auto", "cycles", "volume"), default="auto",
+                     help="what renders the preview: auto is Cycles where the bpy module imports, else the "
+                          "model's differentiable renderer")
+    gen.add_argument("--preview-resolution", type=_positive_int, default=128, help="preview tile size in pixels")
+    gen.add_argument("--gallery", action="store_true",
+                     help="also write each asset's thumbnail and latent and gallery.json (docs/gallery.md)")
+    gen.add_argument("--variations-of", metavar="MANIFEST_ENTRY",
+                     help="make --count variations of one asset, MANIFEST#NAME or MANIFEST#INDEX (e.g. "
+                          "out/cubes/manifest.json#0): its prompt, seed, model, adapter and sampler come from that "
+                          "manifest (docs/gallery.md)")
+    gen.add_argument("--strength", type=float, help="with --variations-of: how far variations move, 0..1")
+    gen.add_argument("--variation-start", type=_positive_int, default=1,
+                     help="with --variations-of: the first variation's index (other indices, other variations)")
     _add_model_options(gen)
     _add_sampling_options(gen)
 
@@ -198,165 +216,97 @@ class _Progress:
             print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
 
-def _mesh_formats(formats: list[str] | None) -> list[str]:
-    """The mesh formats of ``--format``: those given, else glb (``--format 3dgs`` alone adds a GLB)."""
-    return [f for f in formats or [] if f != "3dgs"] or ["glb"]
-
-
-def _write_assets(assets, out: Path, formats: list[str]) -> list[dict]:
-    """Per asset: the mesh in each mesh format, and with "3dgs" its Gaussians as ``<stem>.3dgs.ply``
-    (not ``<stem>.ply``, the mesh PLY's name; viewers and add-ons look for the ``.ply`` suffix)."""
-    from .geometry.mesh import asset_name, save_mesh
-    from .geometry.splat_ply import SUFFIX, write_3dgs_ply
-
-    mesh_formats = _mesh_formats(formats)
-    records = []
-    for asset in assets:
-        files = {}
-        stem = f"{slug(asset.prompt)}_seed{asset.seed}"
-        for fmt in mesh_formats:
-            files[fmt] = save_mesh(asset.mesh, out / f"{stem}.{fmt}", name=asset_name(asset.prompt, asset.seed)).name
-        record = {"prompt": asset.prompt, "seed": asset.seed, "file": files[mesh_formats[0]], "files": files,
-                  "vertices": int(len(asset.mesh.vertices)), "faces": int(len(asset.mesh.faces))}
-        if "3dgs" in formats:
-            if asset.splats is None:
-                raise RuntimeError("--format 3dgs: the generate job kept no Gaussians for this asset")
-            files["3dgs"] = write_3dgs_ply(out / f"{stem}{SUFFIX}", asset.splats).name
-            record["gaussians"] = int(asset.splats.means.shape[1])
-        records.append(record)
-    return records
-
-
-def _previous_run_files(out: Path, overwrite: bool) -> list[Path]:
-    """The files of the previous ``generate`` run in ``out`` that ``--overwrite`` removes (its
-    manifest.json and the files it lists); [] for a new or empty folder. Otherwise a ValueError
-    (exit 2, before anything is loaded or written): a non-empty folder without ``--overwrite``, or
-    one holding files no manifest lists (never deleted: ``--out`` may point at the wrong folder)."""
-    import json
-
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
-    present = sorted(p for p in out.iterdir()) if out.is_dir() else []
-    if not present:
-        return []
-    if not overwrite:
-        raise ValueError(f"--out {out} is not empty ({len(present)} entries, e.g. {present[0].name}); choose a new folder, "
-                         "or pass --overwrite to replace the previous generate run there")
-    listed = {"manifest.json"}
-    try:
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        for asset in manifest.get("assets", []):
-            listed.update(n for n in [asset.get("file"), *dict(asset.get("files") or {}).values()] if isinstance(n, str))
-    except (OSError, ValueError, AttributeError, TypeError):
-        listed = set()  # no readable manifest: nothing is known to be generate's
-    others = [p for p in present if p.name not in listed or not p.is_file()]  # only out's own entries are ever removed
-    if others:
-        names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
-        raise ValueError(f"--overwrite replaces only a previous generate run, and {out} holds {len(others)} entries its "
-                         f"manifest.json does not list ({names}); remove them or choose a new folder")
-    return present
-
-
 def cmd_generate(args) -> int:
-    from dataclasses import asdict
+    """``generate``: the shared generate job (engine/generate/job.py) with the CLI's options."""
+    from .generate.job import GenerateJob, cli_names, run_generate
 
-    from .fileio import write_json
-    from .pipeline import generate
-
-    prompt_rules(args.model).validate([args.prompt])  # before anything is loaded or written
-    check_scheduler(args.model, args.scheduler)
-    formats = args.format or ["glb"]
-    representation = model_spec(args.model).representation
-    if "3dgs" in formats and representation != "splats":
-        raise ValueError(f"--format 3dgs writes Gaussian splats; model {args.model!r} makes {representation}s "
-                         "(use a splat model such as diffsplat)")
-    prompt = args.prompt
-    check_int("--count", args.count, 1, MAX_COUNT)
-    check_float("--adapter-weight", args.adapter_weight, 0.0, MAX_ADAPTER_WEIGHT)
-    _check_sampling(args)
-    previous = _previous_run_files(args.out, args.overwrite)
-    model, sampler, load_s = _setup(args)
+    check_threads("--threads", args.threads)
+    params = {"prompt": args.prompt, "out_dir": str(args.out), "count": args.count, "seed": args.seed,
+              "steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler, "eta": args.eta,
+              "adapter_weight": args.adapter_weight, "batch_size": args.batch_size, "device": args.device,
+              "model": args.model, "formats": args.format or ["glb"], "overwrite": args.overwrite,
+              "preview": args.preview, "preview_renderer": args.preview_renderer,
+              "preview_resolution": args.preview_resolution}
     if args.adapter is not None:
-        from .align.lora import load_adapter
+        params["adapter"] = str(args.adapter)
+    if args.model_path is not None:
+        params["model_path"] = str(args.model_path)
+    if args.gallery:
+        params["gallery"] = True
+    if args.variations_of is not None:  # prompt, seed, model, adapter and sampler from the varied asset's manifest
+        from .variation_assets import variation_params
 
-        load_adapter(model, args.adapter, args.adapter_weight)
-    seeds = [args.seed + i for i in range(args.count)]
-    result = generate(model, [args.prompt] * args.count, seeds, sampler, args.batch_size, progress=_Progress(),
-                      keep_splats="3dgs" in formats)
+        if args.prompt is not None or args.adapter is not None:
+            raise ValueError("--variations-of takes the prompt and adapter from the asset's manifest: drop --prompt/--adapter")
+        params.update(variation_params(args.variations_of, args.strength, args.variation_start))
+    elif args.prompt is None:
+        raise ValueError("generate needs --prompt (or --variations-of MANIFEST#NAME)")
+    elif args.strength is not None:
+        raise ValueError("--strength needs --variations-of")
+    job = GenerateJob.from_params(params, names=cli_names)  # bad input: exit 2 before anything is loaded or written
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    replaced = len(_previous_files(job))
+    result = run_generate(job, progress=_Progress())
     print(file=sys.stderr)
-    if previous:  # only now, with the new assets in hand: a failed run leaves the previous one whole
-        for path in previous:
-            path.unlink(missing_ok=True)
-        print(f"--overwrite: removed the previous run's {len(previous)} files from {args.out}", file=sys.stderr)
-    t0 = time.perf_counter()
-    records = _write_assets(result.assets, args.out, formats)
-    export_s = time.perf_counter() - t0
-    t = result.timings
-    manifest = {
-        "prompt": args.prompt,
-        "normalized_prompt": prompt,
-        "model": model.name,
-        "seed": args.seed,
-        "count": args.count,
-        "sampler": asdict(sampler),
-        "adapter": None if args.adapter is None else {"path": str(args.adapter), "weight": args.adapter_weight},
-        "assets": records,
-        "timings": {
-            "load_s": round(load_s, 3),
-            "sample_s": round(t.sample_s, 3),
-            "mesh_s": round(t.mesh_s, 3),
-            "export_s": round(export_s, 3),
-            "per_asset_s": round((t.total_s + export_s) / args.count, 3),
-        },
-    }
-    write_json(args.out / "manifest.json", manifest)
-    print(f"wrote {len(records)} assets to {args.out} ({manifest['timings']['per_asset_s']} s per asset)")
+    if replaced:
+        print(f"--overwrite: removed the previous run's {replaced} files from {args.out}", file=sys.stderr)
+    sheet = f" and {result.preview.file}" if result.preview is not None else ""
+    print(f"wrote {len(result.assets)} assets{sheet} to {args.out} ({result.timings['per_asset_s']} s per asset)")
     return 0
 
 
-def cmd_demo(args) -> int:
-    from dataclasses import asdict
+def _previous_files(job) -> list:
+    from .generate.job import previous_run_files
 
+    return previous_run_files(job.out_dir, job.overwrite, "--out", "--overwrite")
+
+
+def cmd_demo(args) -> int:
+    """``demo``: the shared generate job (engine/generate/job.py) into ``base/``, alignment into
+    ``align/``, the generate job again with the finetuned model into ``aligned/``; the Cycles tiles of
+    both in one ``contact_sheet.png`` and a ``manifest.json`` that points at the three."""
     from .fileio import write_json
+    from .generate.job import GenerateJob, cli_names, run_generate
     from .imaging import contact_sheet, save_png
-    from .pipeline import generate
-    from .render.cameras import OrbitConfig, orbit_cameras
-    from .render.cycles import CyclesConfig, render_meshes_cycles
     from .rewards.registry import build_reward_expression, parse_option_assignments
 
     prompt_list = args.prompt or list(DEMO_PROMPTS)
-    prompt_rules("embedded").validate(prompt_list)  # the demo runs the embedded model
     align_options = parse_option_assignments(args.align_option if args.align_option is not None else ["palette.palette=#ff8800"])
     if args.align_steps < 0:
         raise ValueError("--align-steps must be >= 0")
     if args.align_steps:
         build_reward_expression(args.align_reward, align_options)  # bad reward: exit 2 before any work
     _check_sampling(args)
-    model, sampler, load_s = _setup(args)
-    prompts = [p for p in prompt_list for _ in range(args.count)]
-    seeds = [args.seed + i for _ in prompt_list for i in range(args.count)]
-    cams = orbit_cameras(OrbitConfig(views=1, azimuth_offset=35.0, elevation=25.0))
-    cycles = CyclesConfig(resolution=args.resolution, samples=args.samples)
+
+    def job(folder: str, adapter: Path | None = None) -> GenerateJob:
+        # overwrite: a rerun of the demo into the same --out replaces its previous generate runs (and
+        # still refuses a folder holding files they did not write)
+        params = {"prompts": prompt_list, "count": args.count, "seed": args.seed, "out_dir": str(args.out / folder),
+                  "steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler, "eta": args.eta,
+                  "batch_size": args.batch_size, "device": args.device, "model": "embedded", "overwrite": True,
+                  "preview": True, "preview_renderer": "cycles", "preview_resolution": args.resolution,
+                  "preview_samples": args.samples}
+        if adapter is not None:
+            params["adapter"] = str(adapter)
+        return GenerateJob.from_params(params, names=cli_names)
+
+    base_job = job("base")  # every prompt and number checked before the model loads
+    if args.align_steps:
+        job("aligned")  # its folder too: refused now, not after the alignment
+    model, _sampler, load_s = _setup(args)
     timings = {"load_s": round(load_s, 3)}
-
-    def generate_and_render(folder: str, stage: str):
-        result = generate(model, prompts, seeds, sampler, args.batch_size, progress=_Progress())
-        print(file=sys.stderr)
-        records = _write_assets(result.assets, args.out / folder, ["glb"])
-        for r in records:
-            r["file"] = f"{folder}/{r['file']}"
-        t0 = time.perf_counter()
-        renders = render_meshes_cycles([a.mesh for a in result.assets], cams, cycles)
-        timings[f"{stage}_sample_s"] = round(result.timings.sample_s, 3)
-        timings[f"{stage}_mesh_s"] = round(result.timings.mesh_s, 3)
-        timings[f"{stage}_cycles_s"] = round(time.perf_counter() - t0, 3)
-        return records, [r[0] for r in renders.rgb]
-
     print("generating with the base model", file=sys.stderr)
-    base_records, base_images = generate_and_render("base", "base")
-    labels = [f"{p} #{s}" for p, s in zip(prompts, seeds)]
-    manifest = {"model": model.name, "sampler": asdict(sampler), "assets": base_records, "contact_sheet": "contact_sheet.png"}
-    images, sheet_labels = base_images, labels
+    base_tiles: list = []
+    base = run_generate(base_job, model=model, progress=_Progress(), tiles=base_tiles)
+    print(file=sys.stderr)
+    timings["base_s"] = base.timings["total_s"]
+    labels = [f"{a.prompt} #{a.seed}" for a in base.assets]
+    manifest = {"format": "nabla-r2d3-demo", "version": 1, "base": f"base/{MANIFEST_NAME}", "aligned": None,
+                "alignment": None, "contact_sheet": "contact_sheet.png"}
+    images, sheet_labels = base_tiles, labels
     if args.align_steps:
         from .align.job import run_alignment
 
@@ -364,30 +314,42 @@ def cmd_demo(args) -> int:
         t0 = time.perf_counter()
         report = run_alignment(
             {"out_dir": str(args.out / "align"), "reward": args.align_reward, "reward_options": align_options,
-             "method": "nabla", "steps": args.align_steps, "prompts": sorted(set(prompts)), "eval_seeds": 2,
+             "method": "nabla", "steps": args.align_steps, "prompts": sorted(set(prompt_list)), "eval_seeds": 2,
              "seed": args.seed, "resume": False, "extra": DEMO_ALIGN_EXTRA},
             progress=_Progress(), model=model)
         print(file=sys.stderr)
         timings["align_s"] = round(time.perf_counter() - t0, 3)
         print("regenerating the same seeds with the finetuned model", file=sys.stderr)
-        aligned_records, aligned_images = generate_and_render("aligned", "aligned")
-        manifest["aligned_assets"] = aligned_records
+        aligned_tiles: list = []
+        # the model holds the trained adapter now; the manifest names the adapter folder it came from
+        aligned = run_generate(job("aligned", args.out / "align" / "adapter"), model=model, progress=_Progress(),
+                               tiles=aligned_tiles)
+        print(file=sys.stderr)
+        timings["aligned_s"] = aligned.timings["total_s"]
+        manifest["aligned"] = f"aligned/{MANIFEST_NAME}"
         manifest["alignment"] = {
             "reward": report["reward"], "method": report["method"], "rounds": report["rounds"],
             "reward_before": report["reward_before"], "reward_after": report["reward_after"],
             "seconds_per_round": report["seconds_per_round"], "adapter": "align/adapter",
-            "reward_curve": "align/reward_curve.png", "report": "align/report.json",
+            "reward_curve": "align/reward_curve.png", "before_after": f"align/{report['files']['before_after']}",
+            "report": "align/report.json",
         }
-        images = base_images + aligned_images
+        images = base_tiles + aligned_tiles
         sheet_labels = [f"base: {l}" for l in labels] + [f"aligned: {l}" for l in labels]
-    sheet = contact_sheet(images, sheet_labels, columns=len(base_images) if args.align_steps else min(4, len(labels)))
-    save_png(sheet, args.out / "contact_sheet.png")
-    manifest["timings"] = timings
-    write_json(args.out / "manifest.json", manifest)
-    done = f"wrote {len(base_records)} base meshes"
+    columns = len(base_tiles) if args.align_steps else min(4, len(labels))
+    title = f"Base model (embedded), Cycles {args.resolution} px"
     if args.align_steps:
         a = manifest["alignment"]
-        done += (f", {len(base_records)} aligned meshes (held-out reward {a['reward_before']['mean']:.3f} -> "
+        title = (f"Base model (top) and finetuned with {a['method']} on {a['reward']} for {a['rounds']} rounds "
+                 f"(bottom): the same seeds, Cycles {args.resolution} px; held-out reward "
+                 f"{a['reward_before']['mean']:.3f} -> {a['reward_after']['mean']:.3f}")
+    save_png(contact_sheet(images, labels=sheet_labels, columns=columns, title=title), args.out / "contact_sheet.png")
+    manifest["timings"] = timings
+    write_json(args.out / "manifest.json", manifest)
+    done = f"wrote {len(base.assets)} base meshes"
+    if args.align_steps:
+        a = manifest["alignment"]
+        done += (f", {len(base.assets)} aligned meshes (held-out reward {a['reward_before']['mean']:.3f} -> "
                  f"{a['reward_after']['mean']:.3f})")
     print(f"{done} and contact_sheet.png to {args.out}")
     return 0

@@ -30,6 +30,24 @@ MODEL_ITEMS = (
 
 MODELS = tuple(item[0] for item in MODEL_ITEMS)
 SCHEDULERS = tuple(item[0] for item in SCHEDULER_ITEMS)
+# The samplers each model generates with, for menus that cannot load the models (Blender's Sampler
+# menu offers only these). The models' registry (engine/models/__init__.py, ModelSpec.schedulers,
+# what make_scheduler accepts) is the authority: tests/engine/test_names.py holds the two equal.
+MODEL_SCHEDULERS = {
+    "embedded": ("ddim", "ddpm", "dpmsolver-sde"),
+    "shap-e": ("heun", "ddim", "ddpm", "dpmsolver-sde"),
+    "diffsplat": ("ddim", "ddpm", "dpmsolver-sde"),
+}
+
+
+def scheduler_items(model: str) -> tuple[tuple[str, str, str, int], ...]:
+    """The entries of :data:`SCHEDULER_ITEMS` that ``model`` samples with, in that order, each with a
+    fourth element, its index in :data:`SCHEDULER_ITEMS`: the number a Blender enum with these items
+    stores, the same for a sampler whichever model's menu shows it. ValueError for an unknown model."""
+    if model not in MODEL_SCHEDULERS:
+        raise ValueError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    offered = MODEL_SCHEDULERS[model]
+    return tuple((*item, number) for number, item in enumerate(SCHEDULER_ITEMS) if item[0] in offered)
 METHODS = tuple(item[0] for item in METHOD_ITEMS)
 RENDERERS = tuple(item[0] for item in RENDERER_ITEMS)
 # Methods that need only reward values, never their gradient: the only ones Cycles renders can drive.

@@ -1,6 +1,7 @@
 """Text -> 3D assets: sampling, decoding and mesh extraction in batches, with timings.
 
-This is the job both the CLI and the Blender layer run; it knows nothing about files or bpy.
+The computing inside the generate job (engine/generate/job.py ``run_generate``, which every entry
+point runs and which owns validation, names and files); it knows nothing about files or bpy.
 """
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """``python -m engine preferences fit --picks PICKS.json --out PREF_DIR``: learn the ``preference`` reward.
 
-Reads the picks (format: engine/rewards/preference.py, docs/preferences.md), renders the picked
+Reads the picks (format: engine/picks.py, docs/preferences.md), renders the picked
 assets, fits the head, writes it to PREF_DIR and prints its cross-validated agreement. Then
 ``python -m engine align --reward preference --option preference.path=PREF_DIR`` aligns to it.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,13 +17,14 @@ def add_parser(sub) -> None:
     fit = actions.add_parser("fit", help="fit the preference reward from a picks.json; prints held-out agreement")
     fit.add_argument("--picks", required=True, type=Path, help="picks.json (format: docs/preferences.md)")
     fit.add_argument("--out", required=True, type=Path, help="folder for preference.safetensors and preference.json")
-    fit.add_argument("--feature", choices=("critic", "clip"), default="critic",
-                     help="frozen image features: the prompt critic's (default) or a CLIP model's (--clip-model)")
-    fit.add_argument("--clip-model", help="CLIP model folder or cached repo id (transformers format), for --feature clip")
+    fit.add_argument("--feature", choices=("critic+layout", "critic", "clip+layout", "clip", "layout"), default=None,
+                     help="frozen image features: the prompt critic's or a CLIP model's (--clip-model), with or without "
+                          "the views' 8x8 colour layout (default critic+layout; docs/preferences.md)")
+    fit.add_argument("--clip-model", help="CLIP model folder or cached repo id (transformers format), for --feature clip[+layout]")
     fit.add_argument("--l2", type=float, default=None, help="L2 penalty on the head's weights (default 1)")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     fit.add_argument("--resolution", type=int, default=32, help="render size of the picked assets' views (default 32)")
-    fit.add_argument("--device", default="cpu")
+    fit.add_argument("--device", default="cpu", help="torch device for rendering the picks, or auto (default cpu)")
     fit.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch's default)")
 
 
@@ -32,9 +32,9 @@ def run(args) -> int:
     import torch
 
     from .params import check_device, check_threads
-    from .rewards.preference import DEFAULT_L2, FitSettings, fit_preferences
+    from .rewards.preference import DEFAULT_FEATURE, DEFAULT_L2, FitSettings, fit_preferences
 
-    settings = FitSettings(feature=args.feature, clip_model=args.clip_model,
+    settings = FitSettings(feature=args.feature or DEFAULT_FEATURE, clip_model=args.clip_model,
                            l2=DEFAULT_L2 if args.l2 is None else args.l2, folds=args.folds, resolution=args.resolution)
     check_device(args.device)
     check_threads("--threads", args.threads)

@@ -4,10 +4,8 @@
 import bpy
 from bpy.props import IntProperty
 
-from ..blender import align, engine_python
-from ..blender.generate import JobSetupError
-from ..preferences import get_preferences
-from .common import run_job
+from ..blender import align
+from .common import build_and_run
 
 
 class NABLA_R2D3_OT_align(bpy.types.Operator):
@@ -18,14 +16,7 @@ class NABLA_R2D3_OT_align(bpy.types.Operator):
     bl_options = {'REGISTER'}
 
     def execute(self, context):
-        prefs = get_preferences(context)
-        try:
-            engine_python.resolve(prefs)
-            job = align.make_job(context, prefs)
-        except (JobSetupError, engine_python.EnginePythonError, OSError, RuntimeError) as exc:
-            self.report({'ERROR'}, str(exc))
-            return {'CANCELLED'}
-        return run_job(self, context, job)
+        return build_and_run(self, context, align.make_job)
 
 
 class NABLA_R2D3_OT_palette_add(bpy.types.Operator):

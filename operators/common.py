@@ -2,7 +2,22 @@
 """What every job operator does after building its job: run it now (background) or queue it (UI)."""
 from __future__ import annotations
 
-from ..blender import jobs
+from ..blender import engine_python, jobs
+from ..blender.generate import JobSetupError
+from ..preferences import get_preferences
+
+
+def build_and_run(op, context, build) -> set[str]:
+    """Run the job ``build(context, prefs)`` makes; a missing engine or bad settings are one error
+    report, before anything starts."""
+    prefs = get_preferences(context)
+    try:
+        engine_python.resolve(prefs)
+        job = build(context, prefs)
+    except (JobSetupError, engine_python.EnginePythonError, OSError, RuntimeError) as exc:
+        op.report({'ERROR'}, str(exc))
+        return {'CANCELLED'}
+    return run_job(op, context, job)
 
 
 def run_job(op, context, job: jobs.Job) -> set[str]:

@@ -47,6 +47,11 @@ class VIEW3D_PT_nabla_r2d3_align(SidebarPanel, bpy.types.Panel):
         row = layout.row()
         row.scale_y = 1.5
         row.operator("nabla_r2d3.align", icon='PLAY')
+        box = layout.box()
+        box.label(text="From the Gallery's marks", icon='FUND')
+        row = box.row()
+        row.operator("nabla_r2d3.align_to_picks", icon='PLAY')
+        box.label(text="Learns a reward from liked/disliked candidates; uses the settings above")
 
 
 classes = (VIEW3D_PT_nabla_r2d3_align,)

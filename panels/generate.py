@@ -20,6 +20,7 @@ class VIEW3D_PT_nabla_r2d3_generate(SidebarPanel, bpy.types.Panel):
         col.prop(s, "prompt", text="Prompt")
         col.prop(s, "count")
         col.prop(s, "seed")
+        col.prop(s, "seed_mode")
         col.prop(s, "steps")
         col.prop(s, "scheduler")
         col.prop(s, "use_guidance")
@@ -30,6 +31,7 @@ class VIEW3D_PT_nabla_r2d3_generate(SidebarPanel, bpy.types.Panel):
         if s.adapter:
             col.prop(s, "adapter_weight")
         col.prop(s, "spacing")
+        col.prop(s, "gallery_first")
 
         prefs = get_preferences(context)
         status = engine_python.cached_status(engine_python.resolve_quiet(prefs))

@@ -2,13 +2,18 @@
 
     .venv/bin/python scripts/benchmark_alignment.py [--trajectories 8] [--rounds 3] [--threads 1]
         [--micro-batch 4] [--accumulate 2] [--reward palette] [--set FIELD=JSON] [--profile]
-        [--methods refl draft ddpo nabla "nabla:intermediate_views=1,intermediate_detail=0.5"]
+        [--methods refl draft ddpo nabla "nabla:intermediate_views=1,intermediate_detail=0.5"
+                   'nabla:intermediate_gradient="terminal"' "nabla:subsample=0.1"]
 
 Each method runs with the engine's defaults for the reward (AlignJob.config: beta, lr, sampler,
 views, render settings), ``--trajectories`` per round, micro-batches of ``--micro-batch`` and
 ``--accumulate`` of them per update (8 / 4 / 2: one update per round, the paper's batching). One
-warm-up round each, then the median of ``--rounds`` timed rounds, interleaved across methods. Not a test: nothing is asserted.
-``--profile`` prints the top of cProfile's cumulative table for one round of the first Nabla-R2D3 variant.
+warm-up round each, then the median of ``--rounds`` timed rounds, interleaved across methods. Each round
+is timed twice: wall-clock seconds and the process's CPU seconds (with one thread, CPU seconds barely
+move when other jobs share the machine; wall seconds do). The ratios are given for both. Not a test:
+nothing is asserted.
+``--profile`` prints the top of cProfile's cumulative table (CPU seconds) for one round of the first
+Nabla-R2D3 variant. Round cost and what the variants buy: docs/method.md, "Round cost".
 """
 from __future__ import annotations
 
@@ -78,24 +83,27 @@ def main() -> None:
         aligners[label] = aligner(load_model("embedded"), method, overrides, args)
         aligners[label].train_step()  # warm-up
     runs = {label: [] for label in aligners}
+    cpu_runs = {label: [] for label in aligners}
     for _ in range(args.rounds):
         for label, al in aligners.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             al.train_step()
             runs[label].append(time.perf_counter() - t0)
+            cpu_runs[label].append(time.process_time() - c0)
     seconds = {label: statistics.median(r) for label, r in runs.items()}
+    cpu = {label: statistics.median(r) for label, r in cpu_runs.items()}
     for label, s in seconds.items():
-        print(f"{label:12s} {s:6.2f} s per round, {s / args.trajectories:5.2f} s per trajectory  "
-              f"(rounds: {', '.join(f'{r:.2f}' for r in runs[label])})", flush=True)
+        print(f"{label:12s} {s:6.2f} s per round, {s / args.trajectories:5.2f} s per trajectory, {cpu[label]:6.2f} CPU s per round  "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in runs[label])}; CPU {', '.join(f'{r:.2f}' for r in cpu_runs[label])})", flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.trajectories} trajectories per round, "
           f"micro-batch {args.micro_batch} x {args.accumulate}, reward {args.reward}, rounds interleaved")
     if "refl" in seconds:
         for label, _, _ in variants:
             if label.startswith("nabla"):
-                print(f"{label} / ReFL: {seconds[label] / seconds['refl']:.2f}")
+                print(f"{label} / ReFL: {seconds[label] / seconds['refl']:.2f} (wall), {cpu[label] / cpu['refl']:.2f} (CPU)")
     if args.profile:
         label = next(label for label, method, _ in variants if method == "nabla")
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.process_time)  # CPU seconds: steady while other jobs share the machine
         prof.runcall(aligners[label].train_step)
         pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 

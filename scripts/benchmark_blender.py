@@ -100,7 +100,7 @@ def main() -> int:
         per_asset, verts = [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            imp = si.import_assets(bpy.context.scene, data["assets"], "bench import")
+            imp = si.import_assets(bpy.context.scene, si.AssetSpec.from_result(data), "bench import")
             per_asset.append((time.perf_counter() - t0) / len(data["assets"]))
             verts = [len(o.data.vertices) for o in imp.objects]
             imp.discard()

@@ -14,7 +14,8 @@ draws its seeds from its own generator) and measure, from fixed cameras (4 views
 - Fréchet distance between base and finetuned samples on the prompt critic's features (the base
   row shows the distance between two disjoint base sample sets: the estimator's noise floor);
 - prompt alignment: critic accuracy (predicted shape and colour both match the prompt) and the
-  geometric judge's accuracy (``engine.geometry.evaluate`` on the extracted meshes, no network);
+  geometric judge's accuracy (the model's ``judge_mesh`` on the extracted meshes: the embedded
+  model's ``engine.models.embedded.shape_judge``, no network);
 - diversity: mean pairwise critic-feature distance among samples of the same prompt;
 - seconds per training round (from the job's report).
 
@@ -56,9 +57,9 @@ from engine.align.config import AlignConfig  # noqa: E402
 from engine.align.job import CHECKPOINT_ADAPTERS, AlignJob, AlignmentDiverged, run_alignment  # noqa: E402
 from engine.models import model_spec  # noqa: E402
 from engine.align.lora import load_adapter, remove_lora  # noqa: E402
-from engine.data.grammar import PromptError, parse_prompt  # noqa: E402
+from engine.models.prompts import PromptError  # noqa: E402
 from engine.fileio import strict_json, write_bytes, write_json, write_safetensors  # noqa: E402
-from engine.imaging import PLOT_COLOURS, line_plot, save_png, scatter_plot  # noqa: E402
+from engine.plots import COLOURS, progress_plot, tradeoff_plot  # noqa: E402
 from engine.render import render  # noqa: E402
 from engine.render.cameras import OrbitConfig, orbit_cameras  # noqa: E402
 from engine.render.volume import VolumeRenderConfig  # noqa: E402
@@ -190,7 +191,7 @@ def parse_settings(argv: list[str]) -> Settings:
     methods = list(dict.fromkeys(args.methods))
     for p in args.prompts:
         try:
-            parse_prompt(p)
+            model_spec("embedded").prompts.validate([p])
         except PromptError as exc:
             raise UsageError(str(exc)) from None
     names = args.rewards if args.rewards is not None else ["dnc", "palette"] + (["critic"] if _critic_weights_exist() else [])
@@ -301,8 +302,9 @@ def _fingerprint(state: dict[str, torch.Tensor] | Path | None) -> str | None:
 @torch.no_grad()
 def measure(model, prompts: list[str], seeds: list[int], settings: Settings, rewards: dict, critic, geometric: bool = True) -> Measurement:
     """Sample (prompt, seed) pairs with the model as it is now and measure them (see the module docstring)."""
-    from engine.geometry.evaluate import evaluate as judge
     from engine.rewards.critic import PromptCritic, critic_features
+
+    geometric = geometric and hasattr(model, "judge_mesh")  # the model's own judge (engine/models/protocol.py)
 
     t0 = time.perf_counter()
     latents = sample(model, prompts, seeds, settings.sampler.for_model(model)).latents.float()
@@ -320,13 +322,11 @@ def measure(model, prompts: list[str], seeds: list[int], settings: Settings, rew
             feats.append(critic_features(out, critic).float().cpu())
             shapes, colours = PromptCritic(critic).predict(out)
             for row, p, s, c in zip(rows, batch_prompts, shapes, colours):
-                want = parse_prompt(p)
-                ok = s == want.shape and (want.colour is None or c == want.colour)
-                critic_ok.append(ok)
+                critic_ok.append(PromptCritic.matches(p, s, c))
                 row.update(critic_shape=s, critic_colour=c)
         if geometric:
             for row, mesh, p in zip(rows, model.latents_to_meshes(latents[sl]), batch_prompts):
-                verdict = judge(mesh, p)
+                verdict = model.judge_mesh(mesh, p)
                 geometric_ok.append(bool(verdict.ok))
                 row.update(judge_shape=verdict.shape, judge_colour=verdict.colour)
         details += rows
@@ -520,22 +520,18 @@ def write_outputs(settings: Settings, results: dict, logs: dict[str, dict[str, l
     for reward, block in results["rewards"].items():
         rows = block["methods"]
         series = {m: [(r["step"], r["reward_mean"]) for r in logs[reward].get(m, [])] for m in rows if logs[reward].get(m)}
-        if series and "base" in rows:
-            last = max(x for pts in series.values() for x, _ in pts)
-            series["base"] = [(1, rows["base"]["reward_mean"]), (last, rows["base"]["reward_mean"])]
-        # one colour per method in both plots: line_plot colours series in insertion order
-        colour_of = {m: PLOT_COLOURS[i % len(PLOT_COLOURS)] for i, m in enumerate([*series, *(m for m in rows if m not in series)])}
-        series = {("base (held-out)" if m == "base" else m): pts for m, pts in series.items()}
+        # one colour per method in both plots (the base model black in the first, as a level)
+        colour_of = {m: COLOURS[i % len(COLOURS)] for i, m in enumerate([*series, *(m for m in rows if m not in series and m != "base")])}
         if series:
-            save_png(line_plot(series, title=f"training reward per round: {reward}", xlabel="round", ylabel="batch mean reward"),
-                     out / f"{reward}_curves.png")
+            progress_plot(series, out / f"{reward}_curves.png", f"training reward per round: {reward}",
+                          base=rows["base"]["reward_mean"] if "base" in rows else None, colours=colour_of,
+                          xlabel="round", ylabel="batch mean reward", base_label="base (held-out)")
         label = {m: "base (floor)" if m == "base" else m for m in rows}
         points = {label[m]: (r["fd_to_base"], r["reward_mean"]) for m, r in rows.items() if r.get("fd_to_base") is not None}
         if points:
-            save_png(scatter_plot(points, title=f"reward vs prior drift: {reward}", xlabel="FD to base (critic features)",
-                                  ylabel="held-out reward", colours={label[m]: c for m, c in colour_of.items()},
-                                  x_from_zero=True),
-                     out / f"{reward}_tradeoff.png")
+            tradeoff_plot(points, out / f"{reward}_tradeoff.png", f"reward vs prior drift: {reward}",
+                          xlabel="FD to base (critic features)", ylabel="held-out reward",
+                          colours={label[m]: colour_of.get(m, "black") for m in rows}, x_from_zero=True)
 
 
 def _notes(settings: Settings, critic_source: str | None) -> list[str]:
@@ -551,7 +547,7 @@ def _notes(settings: Settings, critic_source: str | None) -> list[str]:
         "FD to base: Fréchet distance of critic features to the base samples; the base row is the distance between two disjoint "
         f"base sample sets (seeds from {settings.eval_seed_base} and {settings.floor_seed_base}), the estimator's floor at this sample size.",
         "Critic acc.: critic's predicted shape and colour both match the prompt. Geometric acc.: the same judged on the "
-        "extracted mesh by engine.geometry.evaluate (no network). Diversity: mean pairwise critic-feature distance within a prompt.",
+        "extracted mesh by the model's judge, engine.models.embedded.shape_judge (no network). Diversity: mean pairwise critic-feature distance within a prompt.",
     ]
     if critic_source is None:
         notes.append("No critic weights were found: critic accuracy, FD and diversity are n/a.")

@@ -5,7 +5,7 @@
 
 Generates ``--seeds`` assets for each of the 48 colour x shape prompts (20 DDIM steps, the model's
 default guidance unless ``--guidance`` says otherwise), judges shape and colour of each exported
-mesh with ``engine.geometry.evaluate`` (pure geometry, no network) and counts meshes with floaters
+mesh with ``engine.models.embedded.shape_judge`` (pure geometry, no network) and counts meshes with floaters
 (more than one connected component). One guidance value: prints (and writes) accuracies and both
 confusion matrices. Several: prints one row per value. Tune on seeds other than the held-out
 default (``--first-seed 5000``), then report on the default seeds.
@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.data.grammar import COLOURS, all_colour_shape_prompts  # noqa: E402
+from engine.confusion import confusion_matrix, format_confusion_matrix  # noqa: E402
 from engine.fileio import write_bytes  # noqa: E402
-from engine.geometry.evaluate import confusion_matrix, evaluate, format_confusion_matrix  # noqa: E402
+from engine.models.embedded.grammar import COLOURS, SHAPES, all_colour_shape_prompts  # noqa: E402
+from engine.models.embedded.shape_judge import judge  # noqa: E402
 from engine.models import load_model, model_spec  # noqa: E402
 from engine.pipeline import generate  # noqa: E402
 from engine.sampling.sampler import SamplerConfig  # noqa: E402
@@ -37,11 +38,11 @@ def measure(model, args, guidance: float | None) -> dict:
     t0 = time.perf_counter()
     result = generate(model, prompts, seeds, sampler)
     gen_s = time.perf_counter() - t0
-    reports = [evaluate(a.mesh, a.prompt) for a in result.assets]
+    reports = [judge(a.mesh, a.prompt) for a in result.assets]
     floaters = sum(len(a.mesh.to_trimesh().split(only_watertight=False)) > 1 for a in result.assets if not a.mesh.is_empty)
     return {
         "guidance": sampler.guidance, "reports": reports, "seconds_per_asset": gen_s / len(reports), "floaters": floaters,
-        "shapes": confusion_matrix((r.prompt.shape, r.shape) for r in reports),
+        "shapes": confusion_matrix(((r.prompt.shape, r.shape) for r in reports), labels=SHAPES),
         "colours": confusion_matrix(((r.prompt.colour, r.colour) for r in reports), labels=tuple(COLOURS)),
     }
 

@@ -10,7 +10,7 @@ src=${1:?usage: keep_table_results.sh OUT DEST}
 dest=${2:?dest}
 cd "$src"
 find . -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.png' -o -name '*.log' \) \
-  -not -path '*/previews/*' -not -path '*/adapter/*' -not -name before.png -not -name after.png -not -name reward_curve.png -print0 |
+  -not -path '*/previews/*' -not -path '*/adapter/*' -not -name before_after.png -not -name before.png -not -name after.png -not -name reward_curve.png -print0 |
   while IFS= read -r -d '' f; do
     mkdir -p "$OLDPWD/$dest/$(dirname "$f")"
     cp "$f" "$OLDPWD/$dest/$f"

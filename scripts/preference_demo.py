@@ -5,24 +5,26 @@ orange", "dislikes tori"):
 
 1. generate candidates with the embedded model and let the rule mark them (thirds: liked / neutral
    / disliked; tori disliked, other shapes liked);
-2. fit the preference head on those picks and measure its AUC on held-out candidates;
-3. align the model a few rounds with Nabla-R2D3 on the preference reward, and, as the baseline,
-   with ReFL on the rule's own measure (a differentiable version of it: silhouette height, the
-   orange palette reward, the critic's "not a torus");
-4. on held-out (prompt, seed) pairs, print the rule's measure before/after and the Fréchet distance
-   of the critic features to the base model's samples (FD to base).
+2. fit the preference head on the first 12/24/36 picks and measure its AUC on held-out candidates;
+3. align the model a few rounds (ReFL and/or Nabla-R2D3, --methods) on the preference reward, and, as
+   the baseline, with ReFL on the rule's own measure (a differentiable version of it: silhouette
+   height, the orange palette reward, the critic's "not a torus"); each round's trajectories make one
+   update;
+4. on held-out (prompt, seed) pairs, every --eval-every rounds, measure the rule's measure, and at
+   the end the Fréchet distance of the critic features to the base model's samples (FD to base).
 
-Run (one thread; about 10-15 minutes with the defaults on a CPU core):
+Run (one thread; about 8 minutes with --methods refl on a free CPU core):
 
-    OMP_NUM_THREADS=1 python scripts/preference_demo.py --out /tmp/pref_study
+    OMP_NUM_THREADS=1 python scripts/preference_demo.py --out /tmp/pref_study --methods refl --docs docs/preferences.md
 
-Writes ``results.json`` and ``results.md`` (the table) into --out.
+Writes ``results.json``, ``results.md`` (the table) and ``preference_study.png`` (picks -> AUC, rounds
+-> rule measure) into --out; with --docs, also the table, command and plot into that markdown file,
+between its ``<!-- preference-study:begin/end -->`` markers (the plot as images/preference_study.png).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,11 +37,12 @@ from engine.align.config import AlignConfig  # noqa: E402
 from engine.align.evaluation import frechet_distance  # noqa: E402
 from engine.align.objective import RenderedReward  # noqa: E402
 from engine.align.trainer import Aligner  # noqa: E402
-from engine.fileio import write_bytes, write_json  # noqa: E402
+from engine.fileio import atomic_write, write_bytes, write_json  # noqa: E402
 from engine.models import load_model, model_spec  # noqa: E402
 from engine.render.cameras import OrbitConfig  # noqa: E402
 from engine.render.volume import VolumeRenderConfig  # noqa: E402
-from engine.rewards.preference import CriticFeatures, PreferenceReward, fit_head  # noqa: E402
+from engine.rewards.preference import (DEFAULT_FEATURE, FEATURE_KINDS, CriticFeatures, FitSettings,  # noqa: E402
+                                       PreferenceError, PreferenceReward, feature_net, fit_head)
 from engine.rewards.preference_study import (RULES, STUDY_PROMPTS, held_out_auc, make_candidates,  # noqa: E402
                                              marks_from_measure, rule_measure)
 from engine.sampling.sampler import SamplerConfig  # noqa: E402
@@ -59,30 +62,51 @@ def parse_args(argv=None):
     p.add_argument("--mode", choices=("logit", "log_prob"), default="logit", help="the preference reward's mode")
     p.add_argument("--methods", nargs="+", default=["nabla", "refl"], choices=["nabla", "refl"],
                    help="methods aligning on the preference (the baseline is always ReFL on the rule's measure)")
+    p.add_argument("--feature", default=DEFAULT_FEATURE, choices=[k for k in FEATURE_KINDS if not k.startswith("clip")],
+                   help="the preference's frozen features (default critic+layout)")
+    p.add_argument("--trajectories", type=int, default=8, help="trajectories per round, all in one update (default 8)")
+    p.add_argument("--resolution", type=int, default=24, help="reward render size during alignment (default 24)")
+    p.add_argument("--pick-counts", type=int, nargs="+", default=[12, 24, 36], help="pick counts of the AUC curve")
+    p.add_argument("--eval-every", type=int, default=4, help="rounds between held-out measurements (default 4)")
+    p.add_argument("--docs", type=Path, help="also write the table and plot into this markdown file between the study markers")
     p.add_argument("--skip-align", action="store_true", help="only the AUCs")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
 
 
-def align_config(method: str, rounds: int, steps: int, beta: float, lr: float) -> AlignConfig:
-    return AlignConfig(method=method, steps=rounds, beta=beta, lr=lr, seed=0,
+def align_config(method: str, rounds: int, steps: int, beta: float, lr: float, trajectories: int = 8,
+                 resolution: int = 24) -> AlignConfig:
+    # All of a round's trajectories in one update (micro-batches of 4 accumulated): one trajectory per
+    # update made every Adam step a near-sign step on a single sample's preference gradient, whose
+    # sample-to-sample noise then dominated (docs/preferences.md, "Why aligning on it failed").
+    micro = min(4, trajectories)
+    return AlignConfig(method=method, steps=rounds, beta=beta, lr=lr, seed=0, trajectories=trajectories,
+                       micro_batch=micro, accumulate=max(1, trajectories // micro),
                        sampler=dataclasses.replace(AlignConfig.sampler, steps=steps),
                        orbit=OrbitConfig(views=4, random_azimuth=True, elevation_jitter=5.0),
-                       render=VolumeRenderConfig(resolution=24, samples=24), subsample=0.4)
+                       render=VolumeRenderConfig(resolution=resolution, samples=resolution), subsample=0.4)
 
 
 @torch.no_grad()
 def held_out_figures(model, rule, features, seeds_per_prompt: int, sampler: SamplerConfig, first_seed: int = 2_000_000):
-    """(rule figure, critic features (N, D)) of held-out samples of ``model`` (prompts x seeds from ``first_seed``)."""
+    """(rule figure, preference features (N, D), critic features (N, 128)) of held-out samples of ``model``
+    (prompts x seeds from ``first_seed``); FD is measured on the critic's features whatever the preference uses."""
     cands = make_candidates(model, len(STUDY_PROMPTS) * seeds_per_prompt, first_seed, features, sampler)
-    return rule.report(rule.sample_measure(model, cands.latents, cands.prompts, cands.renders)), cands.features
+    critic = CRITIC(cands.renders.rgb).mean(1)
+    return rule.report(rule.sample_measure(model, cands.latents, cands.prompts, cands.renders)), cands.features, critic
+
+
+CRITIC = None  # the critic's features, for FD (set in main)
 
 
 def main(argv=None) -> int:
+    global CRITIC
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    features = CriticFeatures()
+    CRITIC = CriticFeatures()
+    features = feature_net(args.feature)
+    settings = FitSettings(feature=args.feature)
     model = load_model("embedded")
     sampler = SamplerConfig(steps=args.sampling_steps)
     t0 = time.perf_counter()
@@ -95,23 +119,33 @@ def main(argv=None) -> int:
         rule = RULES[name]
         row = {"description": rule.description, "unit": rule.unit}
         marks, thresholds = marks_from_measure(rule_measure(rule, model, train), rule.by_class)
+        held_measure = rule_measure(rule, model, held)
+        row["auc_by_picks"] = {}
+        for n in sorted(set(args.pick_counts) | {args.picks}):
+            if n > args.picks:
+                continue
+            try:  # the first n candidates, marked with the thresholds of all picks
+                h = fit_head(train.features[:n], marks[:n], train.prompts[:n], settings)
+                row["auc_by_picks"][str(n)] = held_out_auc(h.score(held.features), held_measure, rule.by_class, thresholds)
+            except PreferenceError:  # too few of one class among the first n
+                row["auc_by_picks"][str(n)] = None
         t = time.perf_counter()
-        head = fit_head(train.features, marks, train.prompts)
+        head = fit_head(train.features, marks, train.prompts, settings)
         row["fit_s"] = time.perf_counter() - t
         row["picks"] = {m: marks.count(m) for m in ("liked", "disliked", "neutral")}
         row["cv_auc"] = head.meta["cross_validation"]["auc"]
-        row["held_out_auc"] = held_out_auc(head.score(held.features), rule_measure(rule, model, held), rule.by_class, thresholds)
-        print(f"[{name}] picks {row['picks']}: cross-validated AUC {row['cv_auc']:.3f}, held-out AUC {row['held_out_auc']:.3f}",
-              flush=True)
+        row["held_out_auc"] = held_out_auc(head.score(held.features), held_measure, rule.by_class, thresholds)
+        print(f"[{name}] picks {row['picks']}: cross-validated AUC {row['cv_auc']:.3f}, held-out AUC {row['held_out_auc']:.3f}; "
+              f"by picks {row['auc_by_picks']}", flush=True)
         if not args.skip_align:
             # held-out samples with the sampler the aligner trains with, base and finetuned alike
             eval_sampler = align_config("nabla", 1, args.sampling_steps, 1, 1).sampler
-            base_figure, base_feats = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler)
+            base_figure, base_feats, base_critic = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler)
             row["base"] = base_figure
             row["base_preference_score"] = float(head.score(base_feats).mean())
             # a scale for FD: the base model against itself on other seeds (sampling noise alone)
-            _, other_feats = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler, 3_000_000)
-            row["fd_base_other_seeds"] = frechet_distance(other_feats, base_feats)
+            _, _, other_critic = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler, 3_000_000)
+            row["fd_base_other_seeds"] = frechet_distance(other_critic, base_critic)
             runs = {"nabla on preference": ("nabla", PreferenceReward(head, features, args.mode), args.beta, args.lr),
                     "refl on preference": ("refl", PreferenceReward(head, features, args.mode), 1.0, tuned.lr_for("refl", name)),
                     "refl on the rule's measure": ("refl", rule.direct_reward(), 1.0, tuned.lr_for("refl", name))}
@@ -119,34 +153,102 @@ def main(argv=None) -> int:
             for label, (method, reward, beta, lr) in runs.items():
                 m = load_model("embedded")
                 t = time.perf_counter()
-                config = align_config(method, args.rounds, args.sampling_steps, beta, lr)
+                config = align_config(method, args.rounds, args.sampling_steps, beta, lr, args.trajectories, args.resolution)
                 objective = RenderedReward(m, reward, config.orbit, config.render, config.image_noise)
                 aligner = Aligner(m, objective, list(STUDY_PROMPTS), config)
-                aligner.run()
-                figure, feats = held_out_figures(m, rule, features, args.eval_seeds, eval_sampler)
-                row[label] = {"figure": figure, "fd_to_base": frechet_distance(feats, base_feats),
-                              "preference_score": float(head.score(feats).mean()), "seconds": time.perf_counter() - t}
-                print(f"[{name}] {label}: {rule.unit}: {base_figure:.3f} -> {figure:.3f}, "
+                curve = [[0, base_figure]]
+                for r in range(1, args.rounds + 1):
+                    aligner.train_step()
+                    if r % args.eval_every == 0 or r == args.rounds:
+                        figure, feats, crit = held_out_figures(m, rule, features, args.eval_seeds, eval_sampler)
+                        curve.append([r, figure])
+                row[label] = {"figure": figure, "fd_to_base": frechet_distance(crit, base_critic), "curve": curve,
+                              "preference_score": float(head.score(feats).mean()), "seconds": time.perf_counter() - t,
+                              "lr": lr, "beta": beta}
+                print(f"[{name}] {label}: {rule.unit}: {base_figure:.3f} -> {figure:.3f} (curve {curve}), "
                       f"FD to base {row[label]['fd_to_base']:.3f}, preference score {row['base_preference_score']:.3f} -> "
                       f"{row[label]['preference_score']:.3f} ({row[label]['seconds']:.0f} s)", flush=True)
         results["rules"][name] = row
-    write_json(args.out / "results.json", results)
-    labels = [k for k in ("nabla on preference", "refl on preference", "refl on the rule's measure")
-              if any(k in r for r in results["rules"].values())]
-    lines = ["| rule | picks (liked/disliked/neutral) | CV AUC | held-out AUC | base | FD base vs other seeds | "
-             + " | ".join(f"{k} | FD" for k in labels) + " |", "|---" * (6 + 2 * len(labels)) + "|"]
+        write_json(args.out / "results.json", results)
+    table = results_table(results)
+    write_bytes(args.out / "results.md", (table + "\n").encode())
+    plot_path = write_plot(results, args.out / "preference_study.png")
+    print(table)
+    if args.docs is not None:
+        write_docs(args.docs, table, plot_path, argv if argv is not None else sys.argv[1:])
+    return 0
+
+
+LABELS = ("nabla on preference", "refl on preference", "refl on the rule's measure")
+
+
+def results_table(results: dict) -> str:
+    labels = [k for k in LABELS if any(k in r for r in results["rules"].values())]
+    counts = sorted({int(n) for r in results["rules"].values() for n in r["auc_by_picks"]})
+    head = (["rule", "picks (liked/disliked/neutral)"] + [f"AUC, {n} picks" for n in counts]
+            + ["base", "FD base vs other seeds"] + [c for k in labels for c in (k, "FD")])
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, r in results["rules"].items():
         p = r["picks"]
-        cells = [name, f"{p['liked']}/{p['disliked']}/{p['neutral']}", f"{r['cv_auc']:.3f}", f"{r['held_out_auc']:.3f}"]
+        cells = [f"{name}: {r['unit']}", f"{p['liked']}/{p['disliked']}/{p['neutral']}"]
+        cells += ["too few" if r["auc_by_picks"].get(str(n)) is None else f"{r['auc_by_picks'][str(n)]:.3f}" for n in counts]
         if "base" in r:
             cells += [f"{r['base']:.3f}", f"{r['fd_base_other_seeds']:.2f}"]
-            cells += [c for k in labels for c in (f"{r[k]['figure']:.3f}", f"{r[k]['fd_to_base']:.2f}")]
+            cells += [c for k in labels for c in ((f"{r[k]['figure']:.3f}", f"{r[k]['fd_to_base']:.2f}") if k in r else ("-", "-"))]
         else:
             cells += ["-"] * (2 + 2 * len(labels))
         lines.append("| " + " | ".join(cells) + " |")
-    write_bytes(args.out / "results.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
+
+
+def write_plot(results: dict, path: Path) -> Path:
+    """picks -> held-out AUC (one line per rule), and per rule rounds -> its measure (one line per method)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rules = list(results["rules"])
+    fig = Figure(figsize=(3.4 * (1 + len(rules)), 3.2), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 1 + len(rules), squeeze=False)[0]
+    for name, r in results["rules"].items():
+        pts = [(int(n), a) for n, a in r["auc_by_picks"].items() if a is not None]
+        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    axes[0].set(xlabel="picks", ylabel="held-out AUC", title="picks -> AUC", ylim=(0.4, 1.02))
+    axes[0].axhline(0.85, color="grey", lw=0.8, ls="--")
+    axes[0].legend(fontsize=7)
+    for ax, (name, r) in zip(axes[1:], results["rules"].items()):
+        for k in LABELS:
+            if k in r:
+                c = r[k]["curve"]
+                ax.plot([p[0] for p in c], [p[1] for p in c], marker="o", label=f"{k} (FD {r[k]['fd_to_base']:.1f})")
+        ax.set(xlabel="rounds", title=name)
+        ax.set_ylabel(r["unit"], fontsize=7)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return path
+
+
+BEGIN, END = "<!-- preference-study:begin -->", "<!-- preference-study:end -->"
+
+
+def write_docs(doc: Path, table: str, plot: Path, argv: list[str]) -> None:
+    """Replace the block between the study markers of ``doc`` with the table, the command and the plot
+    (copied next to the doc as images/preference_study.png)."""
+    import shutil
+
+    text = doc.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to write the study into")
+    image = doc.parent / "images" / "preference_study.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(image, lambda tmp: shutil.copyfile(plot, tmp))
+    command = "OMP_NUM_THREADS=1 python scripts/preference_demo.py " + " ".join(argv)
+    block = (f"{BEGIN}\nWritten by the study script, command:\n\n```bash\n{command}\n```\n\n{table}\n\n"
+             f"![picks -> AUC and rounds -> rule measure](images/preference_study.png)\n{END}")
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    atomic_write(doc, lambda tmp: Path(tmp).write_text(text[:start] + block + text[end:], encoding="utf-8"))
 
 
 if __name__ == "__main__":

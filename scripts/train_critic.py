@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.data.grammar import COLOURS, SHAPES, all_colour_shape_prompts  # noqa: E402
+from engine.confusion import UNKNOWN, confusion_matrix, format_confusion_matrix  # noqa: E402
 from engine.fileio import write_bytes  # noqa: E402
-from engine.geometry.evaluate import confusion_matrix, format_confusion_matrix, ground_truth_prompts  # noqa: E402
+from engine.models.embedded.grammar import COLOURS, SHAPES, all_colour_shape_prompts  # noqa: E402
+from engine.models.embedded.shape_judge import ground_truth_prompts  # noqa: E402
 from engine.models import load_model  # noqa: E402
 from engine.rewards.critic import WEIGHTS_PATH, CriticConfig, save_critic  # noqa: E402
 from engine.training.critic import (  # noqa: E402
@@ -137,13 +138,13 @@ def main() -> None:
             )
     key = "embedded-model samples, 64 px"
     data, m = sample_tests[key], metrics[key]
-    judge_shape = [SHAPES[i] if i >= 0 else "unknown" for i in data.shape.tolist()]
-    judge_colour = [list(COLOURS)[i] if i >= 0 else "unknown" for i in data.colour.tolist()]
+    judge_shape = [SHAPES[i] if i >= 0 else UNKNOWN for i in data.shape.tolist()]
+    judge_colour = [list(COLOURS)[i] if i >= 0 else UNKNOWN for i in data.colour.tolist()]
     lines += [
         "",
         f"Shape, {key}: rows the judge's verdict, columns the critic's",
         "",
-        format_confusion_matrix(confusion_matrix(zip(judge_shape, m.shape_predictions))),
+        format_confusion_matrix(confusion_matrix(zip(judge_shape, m.shape_predictions), labels=SHAPES)),
         "",
         f"Colour, {key}: rows the judge's verdict, columns the critic's",
         "",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..render.cameras import OrbitConfig
 from ..render.volume import VolumeRenderConfig
@@ -123,10 +123,21 @@ class AlignConfig:
     intermediate_detail: float = 1.0
     # Fresh cameras for every transition's reward gradient (the official code), instead of the round's.
     cameras_per_transition: bool = False
+    # Where the reward's gradient in the clean latent is taken for states before the terminal one:
+    # "own" (the paper): at each state's own one-step prediction x0_hat(x_{t-1}), one decode, render and
+    # reward backward per state; "terminal": at the trajectory's terminal prediction (its sample), pulled
+    # back through each state's x0_hat Jacobian, g = J_x0_hat(x_{t-1})^T grad R(x0_hat(x_terminal)): one
+    # decode and render per trajectory instead of one per chosen transition (an approximation; exact
+    # at the terminal state and for a reward linear in the latent; docs/method.md, "Round cost").
+    intermediate_gradient: str = "own"
     # Train each round on the previous round's samples (the official code): the trust region toward the
     # outputs recorded at sampling time then acts from the first update. Sampled trajectories per round
     # are unchanged; the first round trains on its own.
     train_on_previous: bool = False
+    # Diagnostic (docs/method.md, "Fit against target noise"): also log the fit against a low-noise
+    # estimate of the forward target, averaged over this many redraws of end state and cameras, no image
+    # noise (engine/align/fit_diagnostics.py); 0 = off. Each redraw costs one more reward gradient.
+    fit_clean_redraws: int = 0
 
     seed: int = 0
     checkpoint_every: int = 10
@@ -143,6 +154,8 @@ class AlignConfig:
             raise ValueError("reverse_point must be sampled or mean")
         if self.flow_target not in ("bootstrap", "reverse"):
             raise ValueError("flow_target must be bootstrap or reverse")
+        if self.intermediate_gradient not in ("own", "terminal"):
+            raise ValueError("intermediate_gradient must be own or terminal")
         if self.residual_units not in ("score", "std", "mean"):
             raise ValueError("residual_units must be score, std or mean")
         if self.steps < 0 or self.trajectories < 1 or self.micro_batch < 1 or self.accumulate < 1 or self.checkpoint_every < 1:
@@ -159,6 +172,8 @@ class AlignConfig:
             raise ValueError("intermediate_views must be >= 1 or None")
         if not (math.isfinite(self.intermediate_detail) and 0.0 < self.intermediate_detail <= 1.0):
             raise ValueError("intermediate_detail must be in (0, 1]")
+        if not isinstance(self.fit_clean_redraws, int) or isinstance(self.fit_clean_redraws, bool) or self.fit_clean_redraws < 0:
+            raise ValueError("fit_clean_redraws must be an integer >= 0")
         if self.lora_rank < 1:
             raise ValueError("lora_rank must be >= 1")
         _check_cameras_and_images(self.sampler, self.orbit, self.render)

@@ -1,10 +1,11 @@
 """One alignment job from start to finish, shared by the CLI (``python -m engine align``), the main
 job and the Blender worker: measure the base model on held-out seeds, finetune, measure again, and
-write the adapter, the log, plots, before/after sheets and a JSON report.
+write the adapter, the log, plots, a before/after sheet and a JSON report.
 
 Files in ``out_dir``: ``adapter/`` (peft folder), ``log.jsonl`` (one line per round),
-``reward_curve.png``, ``before.png`` / ``after.png`` (the same held-out prompt/seed pairs),
-``report.json``; ``checkpoint.pt`` while the run is going (kept for resuming); ``previews/``: every
+``reward_curve.png`` (training batches and held-out reward), ``before_after.png`` (the same held-out
+prompt/seed pairs rendered before and after training, side by side), ``report.json``;
+``checkpoint.pt`` while the run is going (kept for resuming); ``previews/``: every
 ``preview_every`` rounds the current model's asset for the first held-out prompt, as ``.npz`` mesh
 and ``.png`` thumbnail, both announced through the ``preview`` callback (the Blender layer shows the
 mesh as a preview object in the scene and the PNG in its Previews panel).
@@ -26,7 +27,8 @@ from typing import Callable
 import torch
 
 from ..fileio import folder_lock, write_json
-from ..imaging import contact_sheet, line_plot, save_png, to_pil
+from ..imaging import save_png, to_pil
+from ..plots import before_after_sheet, reward_curve_plot
 from ..params import (MAX_BETA, MAX_EVAL_SEEDS, MAX_LR, MAX_SEED, BadInput, check_bool, check_device, check_fields,
                       check_float, check_int, check_str)
 from ..render import render
@@ -42,6 +44,7 @@ from .objective import CyclesRenderedReward, RenderedReward
 from .trainer import CHECKPOINT, Aligner, StepRecord, world
 
 EVAL_SEED_BASE = 1_000_000  # held-out seeds: training draws seeds from its own generator
+BEFORE_AFTER = "before_after.png"  # the before/after sheet, in out_dir
 
 
 @dataclass
@@ -53,7 +56,7 @@ class AlignJob:
     reward_options: dict = field(default_factory=dict)  # {reward name: {option: value}}
     method: str = "nabla"
     steps: int = 30
-    prompts: list[str] = field(default_factory=lambda: ["a red cube", "a green cone", "a blue torus", "a yellow pyramid"])
+    prompts: list[str] | None = None  # None: the model's default prompts (its tuning.py, AlignmentDefaults.prompts)
     eval_seeds: int = 2  # held-out seeds per prompt for before/after
     beta: float | None = None  # None: the model's tuned beta for the reward (first term of an expression)
     trust_region: float | None = None
@@ -83,12 +86,16 @@ class AlignJob:
             raise BadInput(f"reward_options must map reward names to objects of options, got {self.reward_options!r}")
         self.method = check_str("method", self.method)
         self.steps = check_int("steps", self.steps, 0)
-        if not isinstance(self.prompts, (list, tuple)) or not self.prompts:
-            raise BadInput(f"prompts must be a non-empty list of prompts, got {self.prompts!r}")
-        self.prompts = [check_str("prompts[]", p) for p in self.prompts]
         self.model = check_str("model", self.model)
         if self.model not in MODELS:
             raise BadInput(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.prompts is None:
+            self.prompts = list(model_spec(self.model).alignment.prompts)
+            if not self.prompts:
+                raise BadInput(f"model {self.model!r} has no default prompts: name the prompts to align on")
+        if not isinstance(self.prompts, (list, tuple)) or not self.prompts:
+            raise BadInput(f"prompts must be a non-empty list of prompts, got {self.prompts!r}")
+        self.prompts = [check_str("prompts[]", p) for p in self.prompts]
         self.model_path = check_str("model_path", self.model_path, nullable=True)
         prompt_rules(self.model).validate(self.prompts)  # PromptError (a ValueError) names the bad word
         check_reward_for_model(self.reward, self.model)  # e.g. the critic reads the embedded model's prompts only
@@ -203,19 +210,56 @@ def evaluate(model, objective: RenderedReward, prompts: list[str], seeds: list[i
     return latents, rewards
 
 
+# Pixels a side of the before/after sheet's renders. With the volume renderer's 64 ray samples a
+# render costs about 1.0 s at 128 px, 2.3 s at 192 and 4.2 s at 256 (embedded model, one CPU thread),
+# and the sheet takes two per held-out sample (24 in the demo): 192 is sharp at its size and costs
+# ~30 s more than 128 on the demo, where 256 would cost ~75 s more.
+SHEET_RESOLUTION = 192
+SHEET_MAX_ROWS = 16  # held-out samples shown (of up to 64 per prompt): bounds its renders and its height
+PREVIEW_RESOLUTION = 128  # the thumbnails of previews/, written every few rounds
+
+
 @torch.no_grad()
-def thumbnails(model, latents: torch.Tensor, size: int = 128) -> list[torch.Tensor]:
+def thumbnails(model, latents: torch.Tensor, size: int = PREVIEW_RESOLUTION) -> list[torch.Tensor]:
     """One shaded view (3, size, size) per latent, from a fixed three-quarter camera."""
     cams = orbit_cameras(OrbitConfig(views=1, elevation=25.0, azimuth_offset=35.0))
     out = render(model.decode(latents), cams, VolumeRenderConfig(resolution=size, samples=64))
     return [img[0] for img in out.rgb]
 
 
-def _sheet(model, latents, prompts, seeds, rewards):
-    """Held-out samples with their rewards; labels drop the article to fit under a 128 px tile."""
-    labels = [f"{p.removeprefix('a ').removeprefix('an ')} #{s - EVAL_SEED_BASE}: {r:.3f}"
-              for p, s, r in zip(prompts, seeds, rewards.tolist())]
-    return contact_sheet(thumbnails(model, latents), labels, columns=min(4, len(prompts)))
+def palette_swatches(reward) -> list[tuple[float, float, float]]:
+    """The target colours (sRGB in [0, 1]) of the palette reward in ``reward`` (itself or a term of a
+    weighted sum); empty when it has none."""
+    from ..rewards.appearance import PaletteReward
+    from ..rewards.base import WeightedSum
+
+    parts = [r for _, r in reward.parts] if isinstance(reward, WeightedSum) else [reward]
+    return [tuple(float(c) for c in colour) for r in parts if isinstance(r, PaletteReward) for colour in r.palette.tolist()]
+
+
+def sheet_rows(prompts: list[str], seeds: list[int], limit: int = SHEET_MAX_ROWS) -> list[int]:
+    """Indices of the held-out samples the before/after sheet shows, in their order: all of them when
+    they fit in ``limit``, else the first seeds of every prompt in turn (every prompt is shown)."""
+    order = {p: k for k, p in enumerate(dict.fromkeys(prompts))}
+    by_seed = sorted(range(len(prompts)), key=lambda i: (seeds[i], order[prompts[i]]))
+    return sorted(by_seed[:limit])
+
+
+def write_before_after(path: Path, before: list, after: list, rows: list[int], prompts: list[str], seeds: list[int],
+                       before_rewards: torch.Tensor, after_rewards: torch.Tensor, method: str, reward_name: str,
+                       rounds: int, swatches=()) -> Path:
+    """The before/after sheet: one row per shown held-out (prompt, seed) (``rows``, indices into
+    ``prompts``/``seeds``/the rewards; ``before``/``after`` are their renders), the base model's render
+    beside the finetuned one's, each with its reward; titled with the method, reward and rounds, and
+    the held-out mean over all the samples before -> after."""
+    n, k = len(prompts), len(dict.fromkeys(prompts))
+    subtitle = (f"held-out reward {float(before_rewards.mean()):.3f} \u2192 {float(after_rewards.mean()):.3f} "
+                f"(mean of {n} sample{'s' * (n != 1)}: {k} prompt{'s' * (k != 1)} \u00d7 {n // k} seed{'s' * (n // k != 1)}"
+                + (f"; {len(rows)} shown)" if len(rows) < n else ")"))
+    return before_after_sheet(
+        path, before, after, [f"{prompts[i]} #{seeds[i] - EVAL_SEED_BASE}" for i in rows],
+        f"{method} on {reward_name}, {rounds} round{'s' * (rounds != 1)}", subtitle=subtitle,
+        before_scores=before_rewards[rows].tolist(), after_scores=after_rewards[rows].tolist(), swatches=swatches)
 
 
 @torch.no_grad()
@@ -231,14 +275,26 @@ def write_preview(model, sampler: SamplerConfig, prompt: str, seed: int, folder:
     return [(png, label), (npz, label)]
 
 
-def reward_curve(log: list[dict], before: torch.Tensor, after: torch.Tensor | None, title: str):
-    pts = [(r["step"], r["reward_mean"]) for r in log]
-    band = [(r["step"], r["reward_mean"] - r["reward_std"], r["reward_mean"] + r["reward_std"]) for r in log]
-    series = {"training batches (mean)": pts, "held-out, base": [(0, float(before.mean()))]}
-    if after is not None and log:
-        series["held-out, base"] = [(0, float(before.mean())), (log[-1]["step"], float(before.mean()))]
-        series["held-out, finetuned"] = [(log[-1]["step"], float(after.mean()))]
-    return line_plot(series, title=title, xlabel="round", ylabel="reward", bands={"training batches (mean)": band})
+def curve_caption(trajectories: int, prompts: int, held_out: int) -> str:
+    """Why the training batches sit apart from the held-out reward (the reward curve's caption)."""
+    seen = (f"at most {trajectories} of the {prompts} prompts" if trajectories < prompts
+            else f"a random draw (with repeats) of the {prompts} prompts")
+    return (f"Training batch: the mean reward of the {trajectories} trajectories sampled in that round, with new seeds and "
+            f"random cameras. Each round sees {seen}, so the batch mean is noisy and sits apart from the held-out "
+            f"mean. Held-out: all {prompts} prompts \u00d7 "
+            f"{held_out // max(prompts, 1)} fixed seeds ({held_out} samples) from fixed cameras, before training "
+            "(round 0) and after the last round.")
+
+
+def write_reward_curve(path: Path, log: list[dict], before: torch.Tensor, after: torch.Tensor | None, title: str,
+                       caption: str = "") -> Path:
+    """``reward_curve.png``: training batch mean +- std per round (from ``log``), the held-out mean of
+    the base model at round 0 and, once known, of the finetuned model at the last round."""
+    training = [(r["step"], r["reward_mean"], r["reward_std"]) for r in log]
+    held_out = [(0, float(before.mean()))]
+    if after is not None:
+        held_out.append((log[-1]["step"] if log else 0, float(after.mean())))
+    return reward_curve_plot(path, training, held_out, title, caption)
 
 
 def make_objective(job: AlignJob, config: AlignConfig, model, reward) -> RenderedReward:
@@ -312,9 +368,12 @@ def _run_alignment_unlocked(params: dict, progress: Callable[[float, str], None]
     _require_finite(base_rewards, "the base model's held-out samples")
     if writer:
         out.mkdir(parents=True, exist_ok=True)
-        save_png(_sheet(model, base_latents, eval_prompts, eval_seeds, base_rewards), out / "before.png")
+        say(0.01, "rendering the base model's held-out samples for the before/after sheet")
+        shown = sheet_rows(eval_prompts, eval_seeds)
+        base_renders = thumbnails(model, base_latents[shown], SHEET_RESOLUTION)  # before training changes anything
 
     curve = out / "reward_curve.png"
+    caption = curve_caption(config.trajectories, len(job.prompts), len(eval_prompts))
 
     def keep_checkpoint_adapter(step: int) -> None:
         # Called when the trainer has just saved checkpoint.pt for this round, so the kept adapter
@@ -336,7 +395,7 @@ def _run_alignment_unlocked(params: dict, progress: Callable[[float, str], None]
         if job.checkpoint_adapters and (record.step % config.checkpoint_every == 0 or record.step == config.steps):
             keep_checkpoint_adapter(record.step)
         if record.step % 5 == 0 or record.step == config.steps:
-            save_png(reward_curve(aligner.history, base_rewards, None, f"{config.method} on {job.reward}"), curve)
+            write_reward_curve(curve, aligner.history, base_rewards, None, f"{config.method} on {job.reward}", caption)
             if preview is not None:
                 preview(str(curve), f"reward curve after round {record.step}")
         if preview is not None and job.preview_every > 0 and record.step % job.preview_every == 0:
@@ -351,8 +410,11 @@ def _run_alignment_unlocked(params: dict, progress: Callable[[float, str], None]
     adapter = out / "adapter"
     if writer:
         aligner.save_adapter(adapter, {"reward": job.reward, "prompts": job.prompts})
-        save_png(_sheet(model, tuned_latents, eval_prompts, eval_seeds, tuned_rewards), out / "after.png")
-        save_png(reward_curve(log, base_rewards, tuned_rewards, f"{config.method} on {job.reward}"), curve)
+        write_before_after(out / BEFORE_AFTER, base_renders, thumbnails(model, tuned_latents[shown], SHEET_RESOLUTION),
+                           shown, eval_prompts, eval_seeds, base_rewards, tuned_rewards, config.method, job.reward,
+                           len(log), palette_swatches(reward))
+        write_reward_curve(curve, log, base_rewards, tuned_rewards,
+                           f"{config.method} on {job.reward}: {len(log)} round{'s' * (len(log) != 1)}", caption)
     step_times = [r["time_s"] for r in log]
     report = {
         "model": model.name,
@@ -367,7 +429,7 @@ def _run_alignment_unlocked(params: dict, progress: Callable[[float, str], None]
         "seconds_per_round": (sum(step_times) / len(step_times)) if step_times else None,
         "total_s": time.perf_counter() - t_start,
         "train_s": train_s,
-        "files": {"adapter": adapter.name, "log": "log.jsonl", "reward_curve": curve.name, "before": "before.png", "after": "after.png"},
+        "files": {"adapter": adapter.name, "log": "log.jsonl", "reward_curve": curve.name, "before_after": BEFORE_AFTER},
         "config": json.loads(json.dumps(config.to_dict())),
     }
     if writer:

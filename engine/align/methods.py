@@ -113,27 +113,22 @@ def reward_gradients(ctx: StepContext, chunk: Chunk, x: torch.Tensor, states: li
     weights w (n * b,): 1 at the terminal state and after it (:func:`terminal_state`), else
     ``reward_weighting`` of alpha_bar. The gradient runs through the current (LoRA) denoiser, or the
     frozen one with ``reward_gradient_from="base"``, then decoder, renderer and reward; parameters
-    get no gradient here.
+    get no gradient here. With ``intermediate_gradient="terminal"`` the reward's gradient is read once
+    per trajectory, at the terminal state's prediction, and pulled back through every state's
+    prediction (:func:`_pulled_back_gradients`; docs/method.md, "Round cost").
     """
     K = len(ctx.timesteps)
     n, b = len(states), x.shape[0] // len(states)
     terminal = K if chunk.stds is None else terminal_state(chunk.stds)
+    weights = [reward_weight(ctx.config.reward_weighting, alpha_bar(ctx.scheduler, int(ctx.timesteps[j])))
+               if j < terminal else 1.0 for j in states]
+    w = torch.tensor(weights, dtype=x.dtype, device=x.device).repeat_interleave(b)
+    if ctx.config.intermediate_gradient == "terminal" and any(j < terminal for j in states):
+        r, g = _pulled_back_gradients(ctx, chunk, x, states, terminal)
+        return r, g, w.to(g.dtype)
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        noisy = [i for i, j in enumerate(states) if j < K]
-        x0 = x
-        if noisy:
-            rows = _rows(noisy, b, x.device)
-            t = _group_timesteps(ctx, [states[i] for i in noisy], b, x.device)
-            cond, uncond = _repeat_embeds(chunk.cond, len(noisy)), _repeat_embeds(chunk.uncond, len(noisy))
-            with lora_disabled(ctx.model) if ctx.config.reward_gradient_from == "base" else contextlib.nullcontext():
-                out = guided_output(ctx.model, x[rows], t, cond, uncond, ctx.guidance)
-            cleans = [predict_clean(ctx.scheduler, ctx.model.prediction_type, out[sl], int(ctx.timesteps[states[i]]), x[rows][sl])
-                      for sl, i in zip(_groups(len(rows), len(noisy)), noisy)]
-            x0 = x.clone()
-            x0[rows] = torch.cat(cleans)
-        weights = [reward_weight(ctx.config.reward_weighting, alpha_bar(ctx.scheduler, int(ctx.timesteps[j])))
-                   if j < terminal else 1.0 for j in states]
+        x0 = _clean_predictions(ctx, chunk, x, states)
         r = torch.empty(n * b, dtype=x.dtype, device=x.device)
         total = 0.0
         for states_in, views, detail in _reward_groups(ctx, states, terminal):
@@ -142,8 +137,53 @@ def reward_gradients(ctx: StepContext, chunk: Chunk, x: torch.Tensor, states: li
             total = total + r_g.sum()
             r = r.index_copy(0, rows_g, r_g.detach().to(r.dtype))
         (g,) = torch.autograd.grad(total, x)
-    w = torch.tensor(weights, dtype=g.dtype, device=g.device).repeat_interleave(b)
-    return r.detach(), g.detach(), w
+    return r.detach(), g.detach(), w.to(g.dtype)
+
+
+def _clean_predictions(ctx: StepContext, chunk: Chunk, x: torch.Tensor, states: list[int]) -> torch.Tensor:
+    """One-step clean predictions x0_hat (n * b, *L) of states ``states`` stacked in x (n * b, *L): one
+    batched denoiser call (the current model, or the frozen one with ``reward_gradient_from="base"``);
+    clean states (index K) are their own prediction. Differentiable in x."""
+    K = len(ctx.timesteps)
+    b = x.shape[0] // len(states)
+    noisy = [i for i, j in enumerate(states) if j < K]
+    if not noisy:
+        return x
+    rows = _rows(noisy, b, x.device)
+    t = _group_timesteps(ctx, [states[i] for i in noisy], b, x.device)
+    cond, uncond = _repeat_embeds(chunk.cond, len(noisy)), _repeat_embeds(chunk.uncond, len(noisy))
+    with lora_disabled(ctx.model) if ctx.config.reward_gradient_from == "base" else contextlib.nullcontext():
+        out = guided_output(ctx.model, x[rows], t, cond, uncond, ctx.guidance)
+    cleans = [predict_clean(ctx.scheduler, ctx.model.prediction_type, out[sl], int(ctx.timesteps[states[i]]), x[rows][sl])
+              for sl, i in zip(_groups(len(rows), len(noisy)), noisy)]
+    x0 = x.clone()
+    x0[rows] = torch.cat(cleans)
+    return x0
+
+
+def _pulled_back_gradients(ctx: StepContext, chunk: Chunk, x: torch.Tensor, states: list[int],
+                           terminal: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``intermediate_gradient="terminal"``: g = J_x0_hat(x_j)^T v for every state j, with v = dR/dx0 at
+    the terminal state's clean prediction x0_hat(x_terminal) (the trajectory's sample, up to the
+    policy's change since sampling). One objective call (decode, render, reward) on the b terminal
+    predictions, at the round's views and full detail, instead of one per state; one vector-Jacobian
+    product through the batched denoiser for all states. Exact at the terminal state (and after it);
+    before it, the reward's gradient is read at the sample rather than at the state's own blurrier
+    prediction. Returns rewards (n * b,): the terminal prediction's reward on every row, and g (n * b, *L)."""
+    n, b = len(states), x.shape[0] // len(states)
+    extra = [] if terminal in states else [terminal]
+    everything = x.detach() if not extra else torch.cat([x.detach(), chunk.latents[terminal].to(x.dtype)])
+    everything = everything.requires_grad_(True)
+    at = (states + extra).index(terminal)
+    with torch.enable_grad():
+        x0 = _clean_predictions(ctx, chunk, everything, states + extra)
+        anchor = x0[at * b:(at + 1) * b].detach().requires_grad_(True)
+        (_, views, _), = _reward_groups(ctx, [terminal], terminal)
+        reward = ctx.objective(anchor, chunk.prompts, views, ctx.generator, 1.0)
+        (v,) = torch.autograd.grad(reward.sum(), anchor)
+        (g,) = torch.autograd.grad(x0, everything, grad_outputs=v.repeat(n + len(extra), *[1] * (v.dim() - 1)))
+    r = reward.detach().to(x.dtype).repeat(n)
+    return r, g[: n * b].detach()
 
 
 def _reward_groups(ctx: StepContext, states: list[int], terminal: int) -> list[tuple[list[int], object, float]]:
@@ -285,6 +325,9 @@ def nabla_loss(ctx: StepContext, chunk: Chunk) -> tuple[torch.Tensor, dict]:
         total = total + loss_rev + loss_term
         parts.update(loss_reverse=float(loss_rev.detach()), loss_terminal=float(loss_term.detach()))
     parts.update(_fit_summary(fit))
+    if cfg.fit_clean_redraws:  # opt-in: the fit against a low-noise target (docs/method.md, "Fit against target noise")
+        from .fit_diagnostics import clean_fit_stats
+        parts.update(clean_fit_stats(ctx, chunk, ks, shift * units, var * target * units, var * units))
     return total, parts
 
 

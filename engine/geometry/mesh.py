@@ -1,13 +1,17 @@
 """Meshes: marching cubes on decoded fields, vertex colours, and GLB/PLY/OBJ files via trimesh.
 
-A :class:`Mesh` lives in the engine's world frame (Z up, see ``engine.data.procedural``) with
+A :class:`Mesh` lives in the engine's world frame (Z up, see ``engine.models.protocol``) with
 sRGB vertex colours in [0, 1]. Files follow their formats' conventions instead:
 
-* GLB: Y up as glTF requires (converted on write and read), ``COLOR_0`` holds *linear* RGBA
-  as glTF requires (converted from/to sRGB on write/read), as 16-bit normalised integers so dark
-  tones do not band; per-vertex ``NORMAL``s (smooth shading); one material whose base colour is
-  the vertex colour (white ``baseColorFactor``, not metallic); node and mesh named after the asset.
-  Blender's glTF importer therefore shows the object upright, smooth and with the intended colours.
+* GLB: Y up as glTF requires (converted on write and read), ``COLOR_0`` holds *linear* RGB
+  as glTF requires (converted from/to sRGB on write/read), as 32-bit floats so dark tones do not
+  band; per-vertex ``NORMAL``s (smooth shading); no material, so the primitive gets glTF's default
+  material, which the vertex colours tint; node and mesh named after the asset. Blender's glTF
+  importer therefore shows the object upright, smooth and with the intended colours (it gives a
+  material-less primitive with ``COLOR_0`` a Principled BSDF, metallic 0, fed by the colours), and
+  ``trimesh.load`` reads the colours as ``visual.vertex_colors`` (trimesh 5 files ``COLOR_0`` of a
+  primitive *with* a material as a texture attribute and shows it white, and wraps 16-bit integer
+  colours modulo 256; float colours it rounds to its own 8-bit store, still linear).
 * OBJ: Y up (the convention Blender's OBJ importer assumes), colours as sRGB ``v x y z r g b``.
 * PLY: Z up (what Blender's PLY importer assumes), sRGB uchar colours.
 
@@ -113,8 +117,7 @@ def _trilinear(grid: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-_GL_UNSIGNED_SHORT = 5123  # glTF 2.0 accessor componentType UNSIGNED_SHORT
-_GLB_ROUGHNESS = 0.5  # Blender's Principled BSDF default: a neutral, neither glossy nor chalky look
+_GL_FLOAT = 5126  # glTF 2.0 accessor componentType FLOAT
 _DEFAULT_NAME = "mesh"
 _MAX_NAME = 63  # Blender 4.2's longest ID name (bytes); a longer one would be cut on import
 
@@ -150,42 +153,38 @@ def _unit_vertex_normals(tm) -> np.ndarray:
 
 
 def _glb_bytes(mesh: Mesh, name: str) -> bytes:
-    """The GLB of ``mesh``: trimesh's exporter, with 16-bit linear COLOR_0, NORMAL and a material.
+    """The GLB of ``mesh``: trimesh's exporter, with float linear COLOR_0 and NORMAL, no material.
 
     trimesh writes the container (JSON and BIN chunks, 4-byte aligned buffer views, accessor
     min/max) but only ever stores COLOR_0 as 8-bit, which leaves three red levels in a black
     sphere (linear light crowds dark sRGB tones into the lowest few of 256 codes). Its
-    ``buffer_postprocessor`` hook runs before the buffer views are laid out, so the 16-bit colours
+    ``buffer_postprocessor`` hook runs before the buffer views are laid out, so the float colours
     are added there as one more buffer item and accessor, and trimesh lays them out like its own.
+    Floats, not 16-bit normalised integers: both keep the dark levels, but trimesh's reader casts
+    integer colours straight to uint8 (65535 becomes 255, 256 becomes 0) and scales float ones.
     """
     import trimesh
-    from trimesh.visual.material import PBRMaterial
-    from trimesh.visual.texture import TextureVisuals
 
     vertices = mesh.vertices.astype(np.float64) @ _Z_TO_Y_UP.T
-    material = PBRMaterial(name=name, baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0,
-                           roughnessFactor=_GLB_ROUGHNESS, doubleSided=False)
-    # A texture visual carries the material; the vertex colours go in below, not through trimesh.
-    tm = trimesh.Trimesh(vertices, mesh.faces, visual=TextureVisuals(material=material), process=False)
+    # A plain visual: trimesh then writes no material (see the module docstring for why none).
+    tm = trimesh.Trimesh(vertices, mesh.faces, process=False)
     if not mesh.is_empty:
         tm.vertex_normals = _unit_vertex_normals(tm)
-    linear = srgb_to_linear(mesh.colors)
-    rgba = np.concatenate([linear, np.ones((len(linear), 1))], 1)
-    colour_u16 = np.ascontiguousarray(np.round(np.clip(rgba, 0.0, 1.0) * 65535.0), dtype="<u2")
+    linear = np.clip(srgb_to_linear(mesh.colors), 0.0, 1.0)
+    colour_f32 = np.ascontiguousarray(linear, dtype="<f4").reshape(-1, 3)  # 12 bytes a vertex: 4-aligned
 
     def add_colours(buffer_items, tree) -> None:
         primitives = [p for m in tree.get("meshes", []) for p in m.get("primitives", [])]
         if not primitives:  # an empty mesh: trimesh wrote no mesh to colour
             return
-        if len(primitives) != 1 or "COLOR_0" in primitives[0]["attributes"]:
+        if len(primitives) != 1 or "COLOR_0" in primitives[0]["attributes"] or "material" in primitives[0]:
             raise RuntimeError(f"unexpected glTF layout from trimesh {trimesh.__version__}: {primitives}")
         view = len(buffer_items)
-        buffer_items[("nabla_r2d3", "COLOR_0")] = colour_u16.tobytes()  # 8 bytes a vertex: 4-aligned
+        buffer_items[("nabla_r2d3", "COLOR_0")] = colour_f32.tobytes()
         accessor = len(tree["accessors"])
         tree["accessors"][("nabla_r2d3", "COLOR_0")] = {
-            "bufferView": view, "byteOffset": 0, "componentType": _GL_UNSIGNED_SHORT, "normalized": True,
-            "type": "VEC4", "count": len(colour_u16),
-            "min": colour_u16.min(0).tolist(), "max": colour_u16.max(0).tolist(),
+            "bufferView": view, "byteOffset": 0, "componentType": _GL_FLOAT, "type": "VEC3",
+            "count": len(colour_f32), "min": colour_f32.min(0).tolist(), "max": colour_f32.max(0).tolist(),
         }
         primitives[0]["attributes"]["COLOR_0"] = accessor
 
@@ -202,7 +201,7 @@ def _glb_bytes(mesh: Mesh, name: str) -> bytes:
 def save_mesh(mesh: Mesh, path: str | os.PathLike, name: str | None = None) -> Path:
     """Write ``mesh`` as .glb, .ply or .obj (chosen by suffix), atomically. Returns the path.
 
-    ``name`` names the GLB's node, mesh and material (what Blender calls the imported object),
+    ``name`` names the GLB's node and mesh (what Blender calls the imported object),
     e.g. :func:`asset_name`; without one, the file's stem. Other formats have no such names.
     """
     path = Path(path)
@@ -221,21 +220,33 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike, name: str | None = None) -> P
     return path
 
 
-def _glb_colours(geometry) -> np.ndarray | None:
-    """COLOR_0 of a mesh trimesh loaded from a GLB as linear RGB in [0, 1], (N, 3), or None.
+def _glb_colours(path: Path) -> dict[str, np.ndarray]:
+    """COLOR_0 of each mesh in a GLB as stored, as linear RGB in [0, 1], (N, 3) float64, keyed by
+    the geometry name ``trimesh.load`` gives it.
 
-    trimesh keeps COLOR_0 raw (uint8, uint16 or float) in ``vertex_attributes["color"]`` when the
-    primitive has a material, and as 8-bit ``vertex_colors`` when it has none.
+    A loaded trimesh keeps only 8 bits of a material-less primitive's colours (``vertex_colors``),
+    which bands dark tones, so the colours come from trimesh's glTF reader before a mesh is built:
+    there COLOR_0 is still the accessor's array (float, or normalised uint8/uint16), under
+    ``vertex_colors``, or under the texture visual's ``vertex_attributes`` when the primitive has a
+    material (the engine's GLBs before it dropped the material).
     """
-    raw = getattr(geometry.visual, "vertex_attributes", {}).get("color")
-    if raw is None:
-        if getattr(geometry.visual, "kind", None) != "vertex":
-            return None
-        raw = geometry.visual.vertex_colors
-    raw = np.asarray(raw)
-    if raw.dtype.kind == "u":
-        return raw[:, :3].astype(np.float64) / np.iinfo(raw.dtype).max
-    return np.asarray(raw[:, :3], dtype=np.float64)
+    from trimesh.exchange.gltf import load_glb
+
+    with open(path, "rb") as f:
+        geometries = load_glb(f).get("geometry", {})
+    colours = {}
+    for name, kwargs in geometries.items():
+        raw = kwargs.get("vertex_colors")
+        if raw is None:
+            raw = getattr(kwargs.get("visual"), "vertex_attributes", {}).get("color")
+        if raw is None:
+            continue
+        raw = np.asarray(raw)
+        if raw.dtype.kind == "u":
+            colours[name] = raw[:, :3].astype(np.float64) / np.iinfo(raw.dtype).max
+        else:
+            colours[name] = np.asarray(raw[:, :3], dtype=np.float64)
+    return colours
 
 
 def load_mesh(path: str | os.PathLike) -> Mesh:
@@ -245,7 +256,7 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".glb":
-        # As a scene, not force="mesh": flattening a scene into one mesh drops the raw COLOR_0.
+        # As a scene, not force="mesh": a scene keeps the node's transform and the geometry's name.
         scene = trimesh.load(path, process=False, force="scene")
         placed = [scene.graph[node] for node in scene.graph.nodes_geometry]  # (transform, geometry name)
         if not placed:  # what save_mesh writes for an empty mesh
@@ -255,8 +266,11 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
         transform, geometry_name = placed[0]
         loaded = scene.geometry[geometry_name]
         vertices = trimesh.transform_points(np.asarray(loaded.vertices, dtype=np.float64), transform)
-        linear = _glb_colours(loaded)
-        colors = np.ones((len(vertices), 3)) if linear is None else linear_to_srgb(linear)
+        linear = _glb_colours(path).get(geometry_name)
+        if linear is None or len(linear) != len(vertices):
+            colors = np.ones((len(vertices), 3))
+        else:
+            colors = linear_to_srgb(np.clip(linear, 0.0, 1.0))
     else:
         loaded = trimesh.load(path, process=False, force="mesh")
         vertices = np.asarray(loaded.vertices, dtype=np.float64)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from ..names import MODELS
 from .diffsplat.tuning import ALIGNMENT as DIFFSPLAT_ALIGNMENT
 from .embedded.tuning import ALIGNMENT as EMBEDDED_ALIGNMENT
-from .prompts import Grammar, OpenText, PromptRules
+from .embedded.grammar import EXAMPLE_PROMPTS as EMBEDDED_EXAMPLE_PROMPTS, Grammar
+from .prompts import OpenText, PromptRules
 from .shap_e.tuning import ALIGNMENT as SHAP_E_ALIGNMENT
 from .tuning import AlignmentDefaults
 
@@ -37,11 +38,13 @@ class ModelSpec:
     # How to get the weights folder, said when none is given (models with neither bundled weights
     # nor a hub id).
     weights_hint: str | None = None
+    # A few prompts it reads, for demos and studies (the embedded model: one per shape); may be empty.
+    example_prompts: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, ModelSpec] = {
     "embedded": ModelSpec("embedded", ".embedded.model:EmbeddedModel", Grammar(), bundled=True,
-                          alignment=EMBEDDED_ALIGNMENT),
+                          alignment=EMBEDDED_ALIGNMENT, example_prompts=EMBEDDED_EXAMPLE_PROMPTS),
     "shap-e": ModelSpec("shap-e", ".shap_e.model:ShapEModel", OpenText(), bundled=False, hub_id="openai/shap-e",
                         schedulers=("heun", "ddim", "ddpm", "dpmsolver-sde"), alignment=SHAP_E_ALIGNMENT),
     # No hub id: the official release is not a diffusers folder; scripts/convert_diffsplat.py makes one.

@@ -2,7 +2,9 @@
 
 Each model names its :class:`PromptRules` in the registry (``engine/models/__init__.py``), so the
 CLI, the worker and the aligner refuse a prompt the model cannot read in one place, and the
-Vocabulary command and panel show the model's words, or say it takes open text.
+Vocabulary command and panel show the model's words, or say it takes open text. This module holds
+the generic parts; a model with its own words keeps its rules in its package (the embedded model's
+closed grammar: ``engine/models/embedded/grammar.py``).
 """
 from __future__ import annotations
 
@@ -50,17 +52,3 @@ class OpenText:
     def vocabulary(self) -> None:
         return None
 
-
-class Grammar:
-    """The embedded model's closed grammar (engine/data/grammar.py)."""
-
-    def validate(self, prompts: list[str]) -> None:
-        from ..data.grammar import parse_prompt
-
-        for p in prompts:
-            parse_prompt(p)
-
-    def vocabulary(self) -> str:
-        from ..data.grammar import vocabulary_text
-
-        return vocabulary_text()

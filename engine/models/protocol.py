@@ -38,6 +38,13 @@ A *3D-native latent diffusion model* is five parts. The embedded model, Shap-E
 
 Latents have the fixed per-sample shape ``latent_shape``; the sampler draws standard normal
 noise of that shape. Nothing outside a model may depend on the latent layout.
+
+Optional: ``judge_mesh(mesh, prompt)`` returns a verdict with ``ok`` (bool) and the ``shape`` and
+``colour`` (str) it read: the model's own check, without a network, that a mesh shows what its
+prompt asks (the embedded model's geometric judge, ``engine/models/embedded/shape_judge.py``).
+Evaluations report a "geometric accuracy" only for models that have it. A model's vocabulary stays
+in its package: code outside reaches it through the model, its registry entry
+(``ModelSpec.example_prompts``, ``AlignmentDefaults.prompts``) or its ``prompt_rules``.
 """
 from __future__ import annotations
 

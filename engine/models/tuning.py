@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class AlignmentDefaults:
     """``beta``: reward scale per reward name (``fallback_beta`` for others); ``lr``: learning rate per
-    method where it differs from AlignConfig's; ``nabla_lr``: Nabla-R2D3's per reward, where it differs."""
+    method where it differs from AlignConfig's; ``nabla_lr``: Nabla-R2D3's per reward, where it differs;
+    ``prompts``: what an alignment job trains on when the user names none."""
 
     beta: dict[str, float] = field(default_factory=dict)
     fallback_beta: float = 1e3
     lr: dict[str, float] = field(default_factory=dict)
     nabla_lr: dict[str, float] = field(default_factory=dict)
+    prompts: tuple[str, ...] = ()  # empty: a job must name its prompts
 
     def beta_for(self, reward: str) -> float:
         return self.beta.get(reward, self.fallback_beta)

@@ -31,7 +31,7 @@ marching-cubes mesh (0.19 s for a ~9k-triangle 64^3 one; 64 samples ~0.6 s). Sce
 negligible; the first render of a process costs ~0.5 s more (kernel loading) and ``import bpy`` ~1 s.
 Measured with::
 
-    .venv/bin/python -c "import time, torch; from engine.data.procedural import *; \
+    .venv/bin/python -c "import time, torch; from engine.models.embedded.procedural import *; \
 from engine.geometry.mesh import extract_mesh; from engine.render.cameras import *; \
 from engine.render.cycles import *; \
 m = extract_mesh(field_volume(sample_spec(torch.Generator().manual_seed(0)), 32)); \

@@ -40,7 +40,12 @@ def _ray_box(origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def _render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, cfg: VolumeRenderConfig):
-    """origins/dirs (B, N, 3) -> rgb, albedo (B, N, 3), alpha (B, N), depth (B, N), normal (B, N, 3)."""
+    """origins/dirs (B, N, 3) -> rgb, albedo (B, 3, N), alpha (B, N), depth (B, N), normal (B, 3, N).
+
+    With origins/dirs (1, N, 3) the rays are shared by every field of the batch, which the field then
+    samples with its ``sample_shared`` (one lookup for the batch); the outputs are still (B, ...).
+    Colours and normals are kept channels first: per-point products over a trailing axis of 3 were
+    most of the renderer's CPU time (docs/method.md, "Round cost")."""
     b, n, _ = origins.shape
     near, far = _ray_box(origins.reshape(-1, 3), dirs.reshape(-1, 3))
     near, far = near.view(b, n), far.view(b, n)
@@ -50,10 +55,11 @@ def _render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, cfg: VolumeRe
     t = near[..., None] + (far - near)[..., None] * steps  # (B, N, S)
     pts = origins[:, :, None] + dirs[:, :, None] * t[..., None]  # (B, N, S, 3)
     flat = pts.reshape(b, -1, 3)
-    sdf, colour, normal = field.sample(flat)
-    sdf = sdf.view(b, n, cfg.samples)
-    colour = colour.view(b, n, cfg.samples, 3)
-    normal = normal.view(b, n, cfg.samples, 3)
+    sdf, colour, normal = field.sample_shared(flat[0]) if b == 1 and len(field) > 1 else field.sample(flat)
+    b = len(field)
+    sdf = sdf.reshape(b, n, cfg.samples)
+    colour = colour.transpose(1, 2).reshape(b, 3, n, cfg.samples)  # a view when the field gives channels-first storage
+    normal = normal.transpose(1, 2).reshape(b, 3, n, cfg.samples)
 
     s0, s1 = sdf[..., :-1], sdf[..., 1:]
     phi0, phi1 = torch.sigmoid(s0 / cfg.sharpness), torch.sigmoid(s1 / cfg.sharpness)
@@ -64,45 +70,53 @@ def _render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, cfg: VolumeRe
     crossing = (s0 > 0) & (s1 <= 0)
     frac = torch.where(crossing, s0 / (s0 - s1).clamp_min(1e-8), torch.full_like(s0, 0.5)).clamp(0.0, 1.0)
     t_mid = t[..., :-1] + (t[..., 1:] - t[..., :-1]) * frac
-    f = frac[..., None]
-    col_mid = colour[..., :-1, :] * (1 - f) + colour[..., 1:, :] * f
-    nrm_mid = normal[..., :-1, :] * (1 - f) + normal[..., 1:, :] * f
-    nrm_mid = nrm_mid / nrm_mid.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    f = frac[:, None]  # (B, 1, N, S-1)
+    col_mid = colour[..., :-1] * (1 - f) + colour[..., 1:] * f  # (B, 3, N, S-1)
+    nrm_mid = normal[..., :-1] * (1 - f) + normal[..., 1:] * f
+    # x / max(|x|, 1e-8) as a sum of squares: torch's norm over a 3-wide axis is several times slower on CPU.
+    nrm_mid = nrm_mid * (nrm_mid * nrm_mid).sum(1, keepdim=True).clamp_min(1e-16).rsqrt()
 
     acc = weights.sum(-1)
-    albedo = (weights[..., None] * col_mid).sum(-2)
-    nrm = (weights[..., None] * nrm_mid).sum(-2)
+    w = weights[:, None]
+    albedo = (w * col_mid).sum(-1)  # (B, 3, N)
+    nrm = (w * nrm_mid).sum(-1)
     depth = (weights * t_mid).sum(-1) / acc.clamp_min(1e-6) * (acc > 1e-6)
 
     # Key light above and to the left of the camera, moving with it.
     up = torch.tensor([0.0, 0.0, 1.0], device=dirs.device, dtype=dirs.dtype)
     light = -dirs + 0.6 * up
     light = light / light.norm(dim=-1, keepdim=True)
-    lambert = (nrm_mid * light[:, :, None]).sum(-1).clamp_min(0.0)
+    lambert = (nrm_mid * light.transpose(1, 2)[..., None]).sum(1).clamp_min(0.0)  # (B, N, S-1)
     shade = cfg.ambient + (1 - cfg.ambient) * lambert
-    lit = (weights[..., None] * col_mid * shade[..., None]).sum(-2)
+    lit = ((weights * shade)[:, None] * col_mid).sum(-1)
     bg = torch.tensor(cfg.background, device=dirs.device, dtype=dirs.dtype)
-    rgb = lit + (1 - acc[..., None]) * bg
+    rgb = lit + (1 - acc[:, None]) * bg[:, None]
     return rgb, albedo, acc, depth, nrm
 
 
-def render_field(field, cameras: Cameras, config: VolumeRenderConfig = VolumeRenderConfig()) -> RenderOutput:
-    """Render a batch of fields (``sample`` as in ``engine.models.fields``) from V cameras."""
+def render_field(field, cameras: Cameras, config: VolumeRenderConfig = VolumeRenderConfig(), shared: bool = True) -> RenderOutput:
+    """Render a batch of fields (``sample`` as in ``engine.models.fields``) from V cameras.
+
+    Every field sees the same rays, so a field that offers ``sample_shared`` (``SDFGrid``) is looked
+    up once for the whole batch (the same values as per-field ``sample``; docs/method.md, "Round
+    cost"; on CPU). ``shared=False`` forces the per-field lookup."""
     res = config.resolution
     device, dtype = field.device, field.dtype  # rays go where the field is (engine/render/types.py)
     origins, dirs = camera_rays(cameras.to(device), res)
     v = len(cameras)
     bsz = len(field)
-    origins = origins.to(dtype).reshape(1, -1, 3).expand(bsz, -1, -1)
-    dirs = dirs.to(dtype).reshape(1, -1, 3).expand(bsz, -1, -1)
+    # The shared lookup was measured on CPU, where grid_sample's backward is slow; elsewhere as before.
+    rays = 1 if shared and bsz > 1 and device.type == "cpu" and callable(getattr(field, "sample_shared", None)) else bsz
+    origins = origins.to(dtype).reshape(1, -1, 3).expand(rays, -1, -1)
+    dirs = dirs.to(dtype).reshape(1, -1, 3).expand(rays, -1, -1)
     parts = [
         _render_rays(field, origins[:, i : i + config.chunk_rays], dirs[:, i : i + config.chunk_rays], config)
         for i in range(0, origins.shape[1], config.chunk_rays)
     ]
-    rgb, albedo, alpha, depth, normal = (torch.cat(p, 1) for p in zip(*parts))
+    rgb, albedo, alpha, depth, normal = (torch.cat(p, -1) for p in zip(*parts))
 
-    def image(x: torch.Tensor) -> torch.Tensor:
-        x = x if x.dim() == 3 else x[..., None]
-        return x.view(bsz, v, res, res, -1).permute(0, 1, 4, 2, 3)
+    def image(x: torch.Tensor) -> torch.Tensor:  # (B, N) or (B, C, N), N = V * R * R -> (B, V, C, R, R)
+        x = x if x.dim() == 3 else x[:, None]
+        return x.view(bsz, x.shape[1], v, res, res).transpose(1, 2)
 
     return RenderOutput(image(rgb), image(albedo), image(alpha), image(depth), image(normal), cameras)

@@ -1,8 +1,8 @@
 """Prompt-alignment critic: a small image network that says how well renders match a prompt.
 
 It stands in for CLIP/HPS-style image-text scorers for the embedded model, whose grammar is
-closed (6 shapes x 8 colours): a CNN reads one rendered view and predicts the shape family and
-the colour name. It is trained by ``scripts/train_critic.py`` on volume renders of procedural
+closed (its shapes and colours: ``engine/models/embedded/grammar.py``, the critic's vocabulary): a
+CNN reads one rendered view and predicts the shape family and the colour name. It is trained by ``scripts/train_critic.py`` on volume renders of procedural
 ground truth (clean and degraded) and of the embedded model's own samples, and its weights ship
 in ``weights/critic.safetensors`` (config and training figures in ``weights/critic.json``;
 accuracies in ``docs/critic.md``).
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.grammar import COLOURS, SHAPES, PromptError, parse_prompt
+from ..models.embedded.grammar import COLOURS, SHAPES, PromptError, parse_prompt
 from ..render.types import RenderOutput
 from .base import Reward
 
@@ -249,6 +249,13 @@ class PromptCritic(Reward):
         colour = colour_lp.gather(-1, cidx.clamp_min(0).view(-1, 1, 1).expand(-1, v, 1))[..., 0]
         score = score + torch.where((cidx >= 0).view(-1, 1), colour, torch.zeros_like(colour))
         return score.exp() if self.mode == "prob" else score
+
+    @staticmethod
+    def matches(prompt: str, shape: str, colour: str) -> bool:
+        """Whether a predicted ``shape`` and ``colour`` are what ``prompt`` asks (a prompt without a
+        colour word asks the shape only). Raises PromptError for a prompt outside the grammar."""
+        want = parse_prompt(prompt)
+        return shape == want.shape and (want.colour is None or colour == want.colour)
 
     @torch.no_grad()
     def predict(self, renders: RenderOutput | torch.Tensor) -> tuple[list[str], list[str]]:

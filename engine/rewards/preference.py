@@ -9,26 +9,21 @@ pixels (and so, through the renderer, in the latent), like every other reward.
 
 Feature kinds (frozen, never trained here):
 
-- ``critic`` (default): the prompt critic's pooled features (engine/rewards/critic.py, D = 128
+- ``critic``: the prompt critic's pooled features (engine/rewards/critic.py, D = 128
   with the shipped weights), made for the embedded model's renders.
 - ``clip``: the projected image embedding of a local CLIP model folder (transformers format,
   loaded with the loaders of engine/rewards/clip_rewards.py), L2-normalised.
+- ``layout``: each view's RGB averaged over an 8 x 8 grid of cells (192-d), linear in the pixels;
+  ``critic+layout`` (the default) and ``clip+layout`` append it to the pooled features, which say
+  what is shown but hardly where (docs/preferences.md, "Why aligning on it failed").
 
 Score units: a difference of 1 between two assets means the head gives the better one a
 ``sigmoid(1) = 73 %`` chance of being preferred; 0 is the average training asset.
 
-``picks.json`` (strict JSON)::
-
-    {"format": "nabla-picks", "version": 1,
-     "assets": [
-        {"prompt": "a cube", "seed": 3, "mark": "liked",          # liked | disliked | neutral
-         "model": "embedded",                                     # optional, default "embedded"
-         "model_path": null,                                      # optional: the model's weights folder
-         "adapter": null,                                         # optional: adapter folder, or {"path": ..., "weight": w}
-         "sampler": {"steps": 20, "guidance": 3.0, "scheduler": "ddim", "eta": 1.0},   # optional
-         "manifest": "gen/manifest.json",                         # optional: the generate job's manifest
-         "latent": "latents/cube_3.safetensors"}                  # optional: the clean latent, key "latent"
-     ]}
+Picks: a ``picks.json`` (``"format": "nabla-picks"``), read with engine/picks.py, the one reader of
+the format (fields there and in docs/preferences.md); :func:`load_picks` turns its entries into
+:class:`Pick` records and adds the checks that need the engine (the model's prompt vocabulary,
+sampler settings, the ``manifest``'s fields).
 
 Where the asset comes from: ``latent`` when given (a safetensors file holding the clean latent
 under the key ``latent``); otherwise it is sampled again from (prompt, seed) with the model,
@@ -55,19 +50,22 @@ from typing import Callable
 
 import torch
 
+from .. import picks as picks_file
+from ..picks import MARKS, MIN_DISLIKED, MIN_LIKED, PicksError, count_problem
 from ..render.types import RenderOutput
 from .base import Reward
 from .errors import RewardConfigError, RewardModelMissing
 
 HEAD_FILE = "preference.safetensors"
 META_FILE = "preference.json"
-PICKS_FORMAT = "nabla-picks"
-MARKS = ("liked", "disliked", "neutral")
-FEATURE_KINDS = ("critic", "clip")
+FEATURE_KINDS = ("critic+layout", "critic", "clip+layout", "clip", "layout")
+DEFAULT_FEATURE = "critic+layout"  # the one whose gradient moves what the picks were about (docs/preferences.md)
+LAYOUT_GRID = 8  # the layout features: each view's RGB averaged over an 8 x 8 grid of cells
+# Standardisation floor, as a fraction of the median feature std: a feature that barely varies over the
+# picks (a background pixel, a dead channel) would otherwise be divided by ~0 and let the reward climb
+# along it without bound, far from anything the artist marked (docs/preferences.md, "Why aligning on it failed").
+STD_FLOOR = 0.25
 REWARD_MODES = ("logit", "log_prob")
-MIN_LIKED = 4
-MIN_DISLIKED = 4
-MAX_PICKS = 2_000  # pairs grow as N^2: 2000 picks give at most 1M pairs
 DEFAULT_L2 = 1.0  # on standardised features; chosen on the simulated artists (docs/preferences.md)
 
 
@@ -79,7 +77,7 @@ class PreferenceError(RewardConfigError):
 
 @dataclass(frozen=True)
 class Pick:
-    """One marked asset of a ``picks.json`` (see the module docstring); paths are absolute."""
+    """One marked asset of a ``picks.json`` (format: engine/picks.py); paths are absolute."""
 
     prompt: str
     seed: int
@@ -156,75 +154,57 @@ def _manifest_defaults(path: Path, where: str) -> dict:
     return out
 
 
-def parse_picks(raw, base_dir: str | os.PathLike = ".") -> list[Pick]:
-    """The picks of a parsed ``picks.json`` object (format in the module docstring).
+def _pick(entry: dict, base: Path, where: str) -> Pick:
+    """The :class:`Pick` of a picks entry already checked by :func:`engine.picks.check_entry`: the
+    manifest's model, adapter and sampler filled in, the engine's own checks, paths made absolute."""
+    from ..models import prompt_rules
+    from ..names import MODELS
+
+    entry = picks_file.relative_to(entry, base)  # manifest, latent, model_path and adapter made absolute
+    if entry.get("manifest") is not None:
+        entry = {**_manifest_defaults(Path(entry["manifest"]), where), **entry}
+    model = entry.get("model", "embedded")
+    if model not in MODELS:
+        raise PreferenceError(f"{where}: unknown model {model!r}; known: {', '.join(MODELS)}")
+    try:
+        prompt_rules(model).validate([entry["prompt"]])
+    except ValueError as exc:
+        raise PreferenceError(f"{where}: {exc}") from None
+    adapter, weight = _adapter_fields(entry.get("adapter"), base, where)  # a manifest's adapter: relative to base too
+    return Pick(prompt=entry["prompt"], seed=entry["seed"], mark=entry["mark"], model=model,
+                model_path=entry.get("model_path"), adapter=adapter, adapter_weight=weight,
+                sampler=_sampler_fields(entry.get("sampler"), where), latent=entry.get("latent"))
+
+
+def parse_picks(raw, base_dir: str | os.PathLike = ".", where: str = "picks") -> list[Pick]:
+    """The picks of a parsed ``picks.json`` object (format: engine/picks.py), one per asset (a later
+    entry of an asset replaces an earlier one, as :func:`engine.picks.merge` does).
 
     ``base_dir``: the folder relative paths are resolved against (the picks file's). Raises
     :class:`PreferenceError` naming the entry and field on anything malformed.
     """
-    from ..models import prompt_rules
-    from ..names import MODELS
-
-    base = Path(base_dir)
-    if not isinstance(raw, dict) or raw.get("format") != PICKS_FORMAT:
-        raise PreferenceError(f'picks must be a JSON object with "format": "{PICKS_FORMAT}", "version": 1 and "assets": [...]')
-    if raw.get("version") != 1:
-        raise PreferenceError(f"unsupported picks version {raw.get('version')!r} (this engine reads version 1)")
-    assets = raw.get("assets")
-    if not isinstance(assets, list):
-        raise PreferenceError('picks: "assets" must be a list')
-    if len(assets) > MAX_PICKS:
-        raise PreferenceError(f"picks: {len(assets)} assets, at most {MAX_PICKS}")
-    known = {"prompt", "seed", "mark", "model", "model_path", "adapter", "sampler", "manifest", "latent", "name", "file"}
-    picks = []
-    for i, entry in enumerate(assets):
-        where = f"picks assets[{i}]"
-        if not isinstance(entry, dict):
-            raise PreferenceError(f"{where} must be an object")
-        unknown = sorted(set(entry) - known)
-        if unknown:
-            raise PreferenceError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if entry.get("manifest") is not None:
-            if not isinstance(entry["manifest"], str):
-                raise PreferenceError(f"{where}: manifest must be a path")
-            entry = {**_manifest_defaults(base / entry["manifest"], where), **entry}
-        prompt, seed, mark = entry.get("prompt"), entry.get("seed"), entry.get("mark")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise PreferenceError(f"{where}: prompt must be a non-empty string")
-        if isinstance(seed, bool) or not isinstance(seed, int) or abs(seed) > 2**63 - 1:
-            raise PreferenceError(f"{where}: seed must be an integer, got {seed!r}")
-        if mark not in MARKS:
-            raise PreferenceError(f"{where}: mark must be one of {', '.join(MARKS)}, got {mark!r}")
-        model = entry.get("model", "embedded")
-        if model not in MODELS:
-            raise PreferenceError(f"{where}: unknown model {model!r}; known: {', '.join(MODELS)}")
-        try:
-            prompt_rules(model).validate([prompt])
-        except ValueError as exc:
-            raise PreferenceError(f"{where}: {exc}") from None
-        model_path = entry.get("model_path")
-        if model_path is not None and not (isinstance(model_path, str) and model_path.strip()):
-            raise PreferenceError(f"{where}: model_path must be null or a folder path")
-        adapter, weight = _adapter_fields(entry.get("adapter"), base, where)
-        latent = entry.get("latent")
-        if latent is not None and not (isinstance(latent, str) and latent.strip()):
-            raise PreferenceError(f"{where}: latent must be null or a .safetensors path")
-        picks.append(Pick(prompt=prompt, seed=seed, mark=mark, model=model,
-                          model_path=None if model_path is None else str((base / model_path).resolve()),
-                          adapter=adapter, adapter_weight=weight, sampler=_sampler_fields(entry.get("sampler"), where),
-                          latent=None if latent is None else str((base / latent).resolve())))
-    return picks
+    try:
+        entries = picks_file.parse_document(raw, where)
+    except PicksError as exc:
+        raise PreferenceError(str(exc)) from None
+    # indices name entries after merging: the same as in the file unless an asset is marked twice
+    return [_pick(e, Path(base_dir), f"{where} assets[{i}]") for i, e in enumerate(entries)]
 
 
 def load_picks(path: str | os.PathLike) -> list[Pick]:
-    """Read and validate a ``picks.json`` file (relative paths in it are relative to its folder)."""
+    """Read and validate a ``picks.json`` file (relative paths in it are relative to its folder);
+    :class:`PreferenceError` naming the file and entry when it is missing or malformed."""
     path = Path(path).expanduser()
-    return parse_picks(read_strict_json(path, "picks file"), path.parent)
+    try:
+        entries = picks_file.load(path, missing_ok=False)
+    except PicksError as exc:
+        raise PreferenceError(str(exc)) from None
+    return [_pick(e, path.parent, f"picks file {path} assets[{i}]") for i, e in enumerate(entries)]
 
 
 def picks_document(picks: list[Pick]) -> dict:
     """The strict-JSON object of ``picks`` (absolute paths), as :func:`load_picks` reads it."""
-    assets = []
+    entries = []
     for p in picks:
         entry = {"prompt": p.prompt, "seed": p.seed, "mark": p.mark, "model": p.model}
         if p.model_path is not None:
@@ -235,20 +215,16 @@ def picks_document(picks: list[Pick]) -> dict:
             entry["sampler"] = dict(p.sampler)
         if p.latent is not None:
             entry["latent"] = p.latent
-        assets.append(entry)
-    return {"format": PICKS_FORMAT, "version": 1, "assets": assets}
+        entries.append(entry)
+    return picks_file.document(entries)
 
 
 def check_pick_counts(marks: list[str], min_liked: int = MIN_LIKED, min_disliked: int = MIN_DISLIKED) -> None:
-    """PreferenceError saying how many more picks are needed, unless there are enough of both classes."""
-    liked, disliked = marks.count("liked"), marks.count("disliked")
-    if liked >= min_liked and disliked >= min_disliked:
-        return
-    what = "liked and disliked assets" if liked == 0 or disliked == 0 else "picks"
-    raise PreferenceError(
-        f"too few {what} to learn a preference: {liked} liked, {disliked} disliked, {marks.count('neutral')} neutral; "
-        f"mark at least {min_liked} liked and {min_disliked} disliked assets (more of each, and from several prompts, "
-        "teach it better)")
+    """PreferenceError saying how many more picks are needed (:func:`engine.picks.count_problem`'s
+    words), unless there are enough of both classes."""
+    problem = count_problem(marks, min_liked, min_disliked)
+    if problem is not None:
+        raise PreferenceError(problem)
 
 
 # --- features ----------------------------------------------------------------------------------------
@@ -310,16 +286,55 @@ class ClipFeatures(FeatureNet):
         return torch.nn.functional.normalize(image_embeddings(self.model, pixels), dim=-1).view(b, v, -1)
 
 
-def feature_net(kind: str = "critic", clip_model: str | os.PathLike | None = None,
+class LayoutFeatures(FeatureNet):
+    """Where the colours are: each view's RGB averaged over a ``grid`` x ``grid`` grid of cells,
+    (B, V, 3 * grid^2), linear in the pixels.
+
+    The critic's and CLIP's features are pooled over the whole image, so they say *what* is shown
+    (shape, colour) but hardly *where*: an object's height or width is only weakly readable from
+    them, and a head fitted on them climbs toward "looks more like the liked shapes" rather than
+    "is taller". These cells carry silhouette extent and colour layout, and, being linear in the
+    pixels, give a gradient with no adversarial directions of its own."""
+
+    kind = "layout"
+
+    def __init__(self, grid: int = LAYOUT_GRID):
+        self.grid = grid
+        self.dim = 3 * grid * grid
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        b, v = rgb.shape[:2]
+        return torch.nn.functional.adaptive_avg_pool2d(rgb.flatten(0, 1), self.grid).flatten(1).view(b, v, -1)
+
+
+class ConcatFeatures(FeatureNet):
+    """Features of several networks side by side, (B, V, sum of D)."""
+
+    def __init__(self, kind: str, nets: list[FeatureNet]):
+        self.kind, self.nets = kind, nets
+        self.dim = sum(n.dim for n in nets)
+        self.source = nets[0].source
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        return torch.cat([n(rgb) for n in self.nets], -1)
+
+
+def feature_net(kind: str = DEFAULT_FEATURE, clip_model: str | os.PathLike | None = None,
                 critic_weights: str | os.PathLike | None = None) -> FeatureNet:
-    """The frozen feature network of ``kind`` (``"critic"`` or ``"clip"``, which needs ``clip_model``)."""
-    if kind == "critic":
-        return CriticFeatures(critic_weights)
-    if kind == "clip":
+    """The frozen feature network of ``kind``: ``"critic"``, ``"clip"`` (which needs ``clip_model``),
+    either with ``"+layout"`` (:class:`LayoutFeatures` appended), or ``"layout"`` alone."""
+    if kind not in FEATURE_KINDS:
+        raise PreferenceError(f"unknown preference feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
+    base = kind.split("+")[0]
+    if base == "layout":
+        return LayoutFeatures()
+    if base == "critic":
+        net = CriticFeatures(critic_weights)
+    else:
         if clip_model is None:
-            raise PreferenceError("preference features 'clip' need a CLIP model folder (clip_model)")
-        return ClipFeatures(clip_model)
-    raise PreferenceError(f"unknown preference feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
+            raise PreferenceError(f"preference features {kind!r} need a CLIP model folder (clip_model)")
+        net = ClipFeatures(clip_model)
+    return ConcatFeatures(kind, [net, LayoutFeatures()]) if kind.endswith("+layout") else net
 
 
 # --- the head ----------------------------------------------------------------------------------------
@@ -413,7 +428,8 @@ def fit_bradley_terry(features: torch.Tensor, pairs: torch.Tensor, weights: torc
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """Weights w (D,) minimising sum_p weight_p * softplus(-(s_better - s_worse)) / sum_p weight_p
     + l2 / (2 N) * |w|^2 with s = standardised(features) . w; features (N, D), N assets (the penalty
-    shrinks as picks accumulate). Returns (w, mean, std, stats), float32 tensors.
+    shrinks as picks accumulate). Standardised: minus the mean, over the std floored at ``STD_FLOOR``
+    times the median std. Returns (w, mean, std, stats), float32 tensors.
 
     A convex problem, solved with L-BFGS in float64 (a fraction of a second for hundreds of pairs).
     """
@@ -423,7 +439,8 @@ def fit_bradley_terry(features: torch.Tensor, pairs: torch.Tensor, weights: torc
     if not torch.isfinite(x).all():
         raise PreferenceError("the image features of some picked asset are not finite")
     mean = x.mean(0)
-    std = x.std(0, unbiased=False).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(mean)
+    std = x.std(0, unbiased=False) if len(x) > 1 else torch.ones_like(mean)
+    std = std.clamp_min(max(STD_FLOOR * float(std.median()), 1e-6))
     z = (x - mean) / std
     diff = z[pairs[:, 0]] - z[pairs[:, 1]]
     wts = weights / weights.sum()
@@ -538,13 +555,15 @@ def _load_latent(path: str, shape: tuple) -> torch.Tensor:
     return latent
 
 
-def pick_features(picks: list[Pick], features: FeatureNet, device: str = "cpu", resolution: int = 32,
+def pick_features(picks: list[Pick], features: FeatureNet, device: str | torch.device = "cpu", resolution: int = 32,
                   progress: Callable[[float, str], None] | None = None) -> torch.Tensor:
     """Features (N, D) of the picked assets: each one's latent (from its file, else sampled again from
-    its prompt and seed with its model, adapter and sampler), rendered from the fit views."""
-    from ..models import load_model
+    its prompt and seed with its model, adapter and sampler), rendered from the fit views. ``device``:
+    a torch device or ``"auto"`` (:func:`engine.models.resolve_device`)."""
+    from ..models import load_model, resolve_device
     from ..sampling.sampler import SamplerConfig, sample
 
+    device = resolve_device(device)  # "auto" is no torch device: latents read from files move to it
     say = progress or (lambda f, m: None)
     out: list[torch.Tensor | None] = [None] * len(picks)
     groups: dict[tuple, list[int]] = {}
@@ -581,7 +600,7 @@ def pick_features(picks: list[Pick], features: FeatureNet, device: str = "cpu", 
 class FitSettings:
     """How a preference is fitted; stored in the metadata."""
 
-    feature: str = "critic"
+    feature: str = DEFAULT_FEATURE
     clip_model: str | None = None
     l2: float = DEFAULT_L2
     cross_prompt_weight: float = 1.0
@@ -623,7 +642,8 @@ def fit_head(features: torch.Tensor, marks: list[str], prompts: list[str], setti
 
 def fit_preferences(picks_path: str | os.PathLike, out_dir: str | os.PathLike, settings: FitSettings = FitSettings(),
                     device: str = "cpu", progress: Callable[[float, str], None] | None = None) -> PreferenceHead:
-    """Read ``picks_path``, render and featurise the picked assets, fit the head, save it in ``out_dir``.
+    """Read ``picks_path``, render and featurise the picked assets on ``device`` (a torch device or
+    ``"auto"``), fit the head, save it in ``out_dir``.
 
     The pick counts are checked before any model is loaded. Returns the saved head.
     """
@@ -632,7 +652,7 @@ def fit_preferences(picks_path: str | os.PathLike, out_dir: str | os.PathLike, s
     check_pick_counts(marks, settings.min_liked, settings.min_disliked)
     net = feature_net(settings.feature, settings.clip_model)
     feats = pick_features(picks, net, device, settings.resolution, progress)
-    head = fit_head(feats, marks, [p.prompt for p in picks], settings, net.source if settings.feature == "critic" else None)
+    head = fit_head(feats, marks, [p.prompt for p in picks], settings, net.source if settings.feature.startswith("critic") else None)
     save_head(head, out_dir)
     return head
 
@@ -672,4 +692,4 @@ def load_preference(path: str | os.PathLike, clip_model: str | os.PathLike | Non
     head = load_head(path)
     kind = head.meta["feature"]
     clip = clip_model if clip_model is not None else head.meta.get("clip_model")
-    return PreferenceReward(head, feature_net(kind, clip, head.meta.get("critic_weights") if kind == "critic" else None), mode)
+    return PreferenceReward(head, feature_net(kind, clip, head.meta.get("critic_weights") if kind.startswith("critic") else None), mode)

@@ -18,11 +18,13 @@ from typing import Callable
 
 import torch
 
+from ..models import model_spec
+from ..models.embedded.grammar import COLOURS
 from ..render.types import RenderOutput
 from .base import Reward
 
-ORANGE = (0.95, 0.50, 0.08)  # the embedded model's "orange" (engine/data/grammar.py COLOURS)
-STUDY_PROMPTS = ("a cube", "a sphere", "a cylinder", "a cone", "a torus", "a pyramid")
+ORANGE = COLOURS["orange"]  # the embedded model's "orange"
+STUDY_PROMPTS = model_spec("embedded").example_prompts  # one per shape of the embedded model
 
 
 @torch.no_grad()

@@ -130,7 +130,7 @@ def _hex_colour(text: str) -> tuple[float, float, float]:
 
 
 def _parse_palette(value) -> list[tuple[float, float, float]]:
-    from ..data.grammar import COLOURS
+    from ..models.embedded.grammar import COLOURS  # colour words: the embedded model's palette
 
     if isinstance(value, str):
         colours: list[tuple[float, float, float]] = []
@@ -405,6 +405,8 @@ def format_reward_list() -> str:
     lines = ["Rewards (higher is better; combine them as e.g. \"0.5*dnc + palette\"):", ""]
     for spec in list_rewards():
         lines.append(f"  {spec.name:<12} {spec.description}")
+        if spec.models is not None:  # refused with any other --model, before it loads
+            lines.append(f"      only with --model {' or '.join(spec.models)}")
         for opt in spec.options:
             lines.append(f"      {opt.name:<16} {opt.type:<8} {_default_text(opt)}")
             lines.append(f"          {opt.help}")

@@ -211,8 +211,13 @@ def sample(
     return_trajectory: bool = False,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    noise: Callable[[list[torch.Generator], tuple[int, ...], torch.device], torch.Tensor] | None = None,
 ) -> SampleResult:
-    """Sample one latent per (prompt, seed) pair. Prompts are validated before any compute."""
+    """Sample one latent per (prompt, seed) pair. Prompts are validated before any compute.
+
+    ``noise(generators, latent_shape, device) -> (B, *latent_shape)``: draws every noise tensor of the
+    run (the initial latent's, then each transition's), one row per sample from its seed's generator;
+    default: standard normal draws. engine/sampling/variations.py perturbs it to sample variations."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if not prompts:
@@ -224,7 +229,8 @@ def sample(
     scheduler = make_scheduler(model, config)
     scheduler.set_timesteps(config.steps, device=device)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    x = _noise(generators, model.latent_shape, device) * scheduler.init_noise_sigma
+    draw = noise or _noise
+    x = draw(generators, model.latent_shape, device) * scheduler.init_noise_sigma
     keep: dict[str, list[torch.Tensor]] = {k: [] for k in ("latents", "outputs", "means", "stds", "log_probs")}
     keep["latents"].append(x)
     timesteps = scheduler.timesteps
@@ -234,7 +240,7 @@ def sample(
         out = guided_output(model, scheduler.scale_model_input(x, t), t.reshape(1).to(device), cond, uncond, config.guidance)
         mean, std = transition(scheduler, out, t, x, config.eta)
         step_scheduler(scheduler, out, t, x)
-        x_prev = mean + std.view(-1, *[1] * (x.dim() - 1)) * _noise(generators, model.latent_shape, device)
+        x_prev = mean + std.view(-1, *[1] * (x.dim() - 1)) * draw(generators, model.latent_shape, device)
         if return_trajectory:
             keep["outputs"].append(out)
             keep["means"].append(mean)

@@ -10,8 +10,8 @@ jitter) of two kinds of object, each stored as uint8 images per object and view:
   low-frequency tsdf and colour noise with occasional floaters. Colour noise stays small next to
   the distance between palette colours, so the colour class does not change.
 * **Model samples**: the embedded model's samples for those prompts, decoded at 32^3, labelled
-  by the geometric judge ``engine.geometry.evaluate`` (shape and colour separately; a verdict of
-  "unknown" is left out of that head's loss). Labelling with the judge's verdict rather than the
+  by its geometric judge ``engine.models.embedded.shape_judge`` (shape and colour separately; a
+  verdict of "unknown" is left out of that head's loss). Labelling with the judge's verdict rather than the
   prompt keeps the model's failures (pyramids that came out as cones) from being taught as
   successes, and gives the critic the model's own artefacts as examples.
 
@@ -32,8 +32,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data.grammar import COLOURS, SHAPES, Prompt, parse_prompt
-from ..data.procedural import TRUNCATION, field_volume, grid_points, sample_spec
+from ..models.embedded.grammar import COLOURS, SHAPES, Prompt, parse_prompt
+from ..models.embedded.procedural import TRUNCATION, field_volume, grid_points, sample_spec
 from ..models.fields import SDFGrid
 from ..render import OrbitConfig, VolumeRenderConfig, orbit_cameras, render
 from ..rewards.critic import CriticConfig, CriticNet
@@ -229,12 +229,12 @@ class SampleConfig:
 
 
 def model_sample_set(model, cfg: SampleConfig, log: Log | None = None) -> RenderSet:
-    """Sample, render and judge (``engine.geometry.evaluate``) the model's assets for ``cfg``.
+    """Sample, render and judge (``engine.models.embedded.shape_judge``) the model's assets for ``cfg``.
 
     ``shape`` / ``colour`` hold the judge's verdicts (-1 where it says unknown), ``prompt_*`` the
     prompt's labels.
     """
-    from ..geometry.evaluate import UNKNOWN, evaluate
+    from ..models.embedded.shape_judge import UNKNOWN, judge
     from ..sampling.sampler import SamplerConfig, sample
 
     jobs = [(p, s) for p in cfg.prompts for s in cfg.seeds]
@@ -252,7 +252,7 @@ def model_sample_set(model, cfg: SampleConfig, log: Log | None = None) -> Render
         rows["images"].append(rgb)
         rows["alpha"].append(alpha)
         for prompt, mesh in zip(prompts, model.latents_to_meshes(latents)):
-            report = evaluate(mesh, prompt)
+            report = judge(mesh, prompt)
             ps, pc = _labels(report.prompt)
             rows["shape"].append(SHAPES.index(report.shape) if report.shape != UNKNOWN else -1)
             rows["colour"].append(list(COLOURS).index(report.colour) if report.colour != UNKNOWN else -1)

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..data.procedural import ShapeSpec, field_volume, near_surface_points, sample_spec
+from ..models.embedded.procedural import ShapeSpec, field_volume, near_surface_points, sample_spec
 from ..fileio import atomic_write, strict_json, write_safetensors
 from ..models.embedded.model import EmbeddedConfig, EmbeddedModel
 from ..models.embedded.text import prompt_ids

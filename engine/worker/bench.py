@@ -29,10 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--prompt", default="a red cube")
+    parser.add_argument("--prompt", help="default: the embedded model's first example prompt")
     parser.add_argument("--baseline", action="store_true", help="also run the job in this process")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads, worker and baseline (0: torch's default)")
     args = parser.parse_args(argv)
+    if args.prompt is None:
+        from ..models import model_spec
+
+        args.prompt = model_spec("embedded").example_prompts[0]
 
     env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads > 0 else {}
     if args.baseline and args.threads > 0:

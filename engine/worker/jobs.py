@@ -13,23 +13,17 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..models import check_scheduler, prompt_rules
-from ..fileio import write_json
-from ..geometry.mesh import save_npz
-from ..params import (MAX_ADAPTER_WEIGHT, MAX_COUNT, MAX_GUIDANCE, MAX_SAMPLING_STEPS, MAX_SEED, check_device,
-                      check_float, check_int, check_keys, check_str)
-from ..sampling.sampler import Cancelled, SamplerConfig
+from ..generate.job import GenerateJob
+from ..generate.job import run_generate as run_generate_job
+from ..generate.records import BLENDER_FORMATS
+from ..params import check_str
+from ..sampling.sampler import Cancelled
 from . import protocol
-from ..names import MODELS, SCHEDULERS
-from ..naming import slug
 from .protocol import BadInput
 
 TEST_JOBS_ENV = "ENGINE_WORKER_TEST_JOBS"  # "1" registers the test-only job kinds (``_crash``, ``_stuck``)
@@ -77,9 +71,10 @@ class JobContext:
             self._last_sent = now
             self._send(protocol.progress(self.job_id, self._fraction, str(message)))
 
-    def preview(self, path: str | os.PathLike, label: str = "") -> None:
-        """Tell the client a PNG is ready at ``path`` (written whole, e.g. with engine.imaging.save_png)."""
-        self._send(protocol.preview(self.job_id, str(Path(path).resolve()), str(label)))
+    def preview(self, path: str | os.PathLike, label: str = "", kind: str | None = None) -> None:
+        """Tell the client a file is ready at ``path`` (written whole, e.g. with engine.imaging.save_png):
+        ``kind`` mesh, image or curve (engine.generate.records.PREVIEW_KINDS); None: by its suffix."""
+        self._send(protocol.preview(self.job_id, str(Path(path).resolve()), str(label), kind))
 
 
 JobFn = Callable[[dict, JobContext], dict]
@@ -95,80 +90,18 @@ def _absolute_out_dir(params: dict) -> Path:
     return out_dir
 
 
-@dataclass(frozen=True)
-class GenerateParams:
-    """``generate`` job parameters. ``out_dir`` must be absolute and either absent or empty."""
+# The worker's files per asset when a job names none: the .npz Blender builds its mesh from, and the
+# GLB the object keeps a link to (docs/worker_protocol.md).
+WORKER_FORMATS = BLENDER_FORMATS
 
-    prompt: str
-    out_dir: Path
-    count: int = 1
-    seed: int = 0  # asset i uses seed + i
-    steps: int = 20
-    guidance: float | None = None  # None: the model's default
-    scheduler: str = "ddim"
-    eta: float = 1.0
-    adapter: Path | None = None  # LoRA adapter (folder) applied with engine.align.lora.load_adapter
-    adapter_weight: float = 1.0  # the adapter's blend weight: 0 base model, 1 as trained
-    batch_size: int = 8
-    device: str = "cpu"
-    model: str = "embedded"  # a name of the model registry
-    model_path: Path | None = None  # folder of its weights (absolute); None: the bundled ones
 
-    @classmethod
-    def from_params(cls, params: dict) -> "GenerateParams":
-        """Validate raw JSON params; raise :class:`BadInput` or ``PromptError`` (both ``bad_input``)."""
-        fields = set(cls.__dataclass_fields__)
-        check_keys(params, fields, {"prompt", "out_dir"})
-        prompt = params["prompt"]
-        if not isinstance(prompt, str):
-            raise BadInput(f"prompt must be a string, got {prompt!r}")
-        model = check_str("model", params.get("model", "embedded"))
-        if model not in MODELS:
-            raise BadInput(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-        prompt_rules(model).validate([prompt])  # PromptError says what the model takes
-        model_path = check_str("model_path", params.get("model_path"), nullable=True)
-        if model_path is not None:
-            model_path = Path(model_path).expanduser()
-            if not model_path.is_absolute() or not model_path.is_dir():
-                raise BadInput(f"model_path {str(model_path)!r} must be an absolute path to a folder of model weights")
-        out_dir = _absolute_out_dir(params)
-        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-            raise BadInput(f"out_dir {str(out_dir)!r} exists and is not an empty folder; give a new folder per job")
-        scheduler = check_str("scheduler", params.get("scheduler", "ddim"))
-        if scheduler not in SCHEDULERS:
-            raise BadInput(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
-        try:
-            check_scheduler(model, scheduler)
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
-        adapter = check_str("adapter", params.get("adapter"), nullable=True)
-        if adapter is not None:
-            adapter = Path(adapter).expanduser()
-            if not adapter.is_absolute() or not adapter.exists():
-                raise BadInput(f"adapter {str(adapter)!r} must be an absolute path to an existing adapter")
-        adapter_weight = check_float("adapter_weight", params.get("adapter_weight", 1.0), 0.0, MAX_ADAPTER_WEIGHT)
-        if adapter is None and "adapter_weight" in params:
-            raise BadInput("adapter_weight needs an adapter")
-        seed = check_int("seed", params.get("seed", 0), 0, MAX_SEED)
-        count = check_int("count", params.get("count", 1), 1, MAX_COUNT)
-        if seed + count - 1 > MAX_SEED:
-            raise BadInput("seed + count - 1 must fit in 63 bits")
-        return cls(
-            prompt=prompt,
-            out_dir=out_dir,
-            count=count,
-            seed=seed,
-            steps=check_int("steps", params.get("steps", 20), 1, MAX_SAMPLING_STEPS),
-            guidance=check_float("guidance", params.get("guidance"), 0.0, MAX_GUIDANCE, nullable=True),
-            scheduler=scheduler,
-            eta=check_float("eta", params.get("eta", 1.0), 0.0, 1.0),
-            adapter=adapter,
-            adapter_weight=adapter_weight,
-            batch_size=check_int("batch_size", params.get("batch_size", 8), 1, MAX_COUNT),
-            device=check_device(params.get("device", "cpu")),
-            model=model,
-            model_path=model_path,
-        )
+def generate_job(params: dict) -> GenerateJob:
+    """The :class:`GenerateJob` of a worker ``generate`` job's params: paths must be absolute (the
+    worker's cwd is the extension's own folder) and ``formats`` defaults to :data:`WORKER_FORMATS`.
+    Raises :class:`BadInput` or ``PromptError`` (both ``bad_input``)."""
+    if isinstance(params, dict) and "formats" not in params:
+        params = {**params, "formats": list(WORKER_FORMATS)}
+    return GenerateJob.from_params(params, absolute_paths=True)
 
 
 # -- model cache -----------------------------------------------------------------------------
@@ -226,158 +159,36 @@ MODEL_CACHE = ModelCache()
 
 
 # -- generate --------------------------------------------------------------------------------
-# A generate job writes into ``.<out_dir name>.partial-<8 hex>`` beside ``out_dir`` and renames it
-# to ``out_dir`` at the end; a worker killed meanwhile (SIGKILL, out of memory, power loss) leaves
-# it behind, hidden, with up to a few hundred MB of meshes. Each generate job removes such folders
-# from its out_dir's parent when it starts, but only stale ones: another worker (a second Blender,
-# a batch run) may be exporting into one right now. "Stale" is decided by age, not by a lock or a
-# pid: a staging folder exists only while meshes are exported, and a live export touches it (a new
-# temp file, a rename, a write) every few seconds, so one untouched for an hour has no writer left.
-# A lock (flock) would free a killed job's folder at once, but fcntl does not exist on Windows,
-# where the worker also runs, and a pid means nothing on a network drive shared by two machines.
-STAGING_STALE_AFTER_S = 3600.0
-_STAGING_NAME = re.compile(r"\..+\.partial-[0-9a-f]{8}")
-
-
-def _new_staging_dir(out_dir: Path, job_id: str) -> Path:
-    """A fresh, empty staging folder beside ``out_dir``, named as :data:`_STAGING_NAME` matches and
-    after the job's id (:func:`protocol.staging_dir`): the client removes it if this worker dies."""
-    staging = protocol.staging_dir(out_dir, job_id)
-    staging.mkdir()
-    return staging
-
-
-def _last_touched(folder: Path) -> float:
-    """The newest mtime (s since the epoch) of ``folder`` and of the entries directly in it.
-
-    The folder's own mtime changes when an entry is created, renamed or removed; an entry's when
-    it is written to (a long write into one temp file). Staging folders are flat.
-    """
-    newest = folder.lstat().st_mtime
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            try:
-                newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
-            except OSError:  # removed meanwhile
-                pass
-    return newest
-
-
-def remove_stale_staging(parent: Path, stale_after_s: float = STAGING_STALE_AFTER_S,
-                         now: float | None = None) -> list[Path]:
-    """Remove the staging folders in ``parent`` left by killed generate jobs; return those removed.
-
-    Only real folders (not symlinks) named ``.<name>.partial-<8 hex digits>`` and untouched for
-    ``stale_after_s`` seconds (see the comment above). Never raises: a folder that cannot be
-    removed now is tried again by the next job.
-    """
-    now = time.time() if now is None else now
-    removed = []
-    try:
-        entries = list(os.scandir(parent))
-    except OSError:  # no parent yet, or not readable: nothing of ours there
-        return removed
-    for entry in entries:
-        if not _STAGING_NAME.fullmatch(entry.name):
-            continue
-        try:
-            if not entry.is_dir(follow_symlinks=False) or now - _last_touched(Path(entry.path)) < stale_after_s:
-                continue
-            shutil.rmtree(entry.path)
-        except OSError:
-            continue
-        removed.append(Path(entry.path))
-    return removed
-
-
-def _commit_dir(staging: Path, out_dir: Path) -> None:
-    """Move the finished staging folder to ``out_dir`` in one rename (``out_dir`` absent or empty)."""
-    if out_dir.exists():
-        out_dir.rmdir()  # fails (OSError) if something appeared there meanwhile: never overwrite
-    os.replace(staging, out_dir)
-
-
 def run_generate(params: dict, ctx: JobContext) -> dict:
-    """Sample ``count`` assets for one prompt and write, into ``out_dir``, per asset
-    ``<slug>_seed<N>.npz`` (see :func:`engine.geometry.mesh.save_npz`) and ``<slug>_seed<N>.glb``, plus ``manifest.json``.
+    """The generate job (:func:`engine.generate.job.run_generate`) on the worker's cached model.
 
-    Files are written into a hidden staging folder beside ``out_dir`` and renamed to ``out_dir``
-    only when everything succeeded: a cancelled or failed job leaves nothing behind, and the
-    folder of a killed one is removed by a later job (:func:`remove_stale_staging`).
-    Result data: ``{"out_dir", "manifest_path", "assets": [{"prompt", "seed", "mesh_path",
-    "glb_path", "vertices", "faces"}], "timings": {"load_s", "sample_s", "mesh_s", "export_s",
-    "total_s"}, "sampler": {...}}``; paths are absolute.
+    Files are staged in the hidden folder named after the job's id (:func:`protocol.staging_dir`, so
+    the client can remove it if this worker dies) and renamed to ``out_dir`` when everything
+    succeeded. Result data: the manifest (:class:`engine.generate.records.GenerateResult`) with
+    ``out_dir`` (absolute) added; a ``preview`` job also sends its sheet as an image preview.
     """
-    from ..geometry.mesh import asset_name, save_mesh
-    from ..pipeline import generate
-
-    t_start = time.perf_counter()
-    p = GenerateParams.from_params(params)
-    remove_stale_staging(p.out_dir.parent)
+    job = generate_job(params)
     ctx.progress(0.0, "loading model")
-    model, load_s = MODEL_CACHE.get(p.device, p.adapter, p.adapter_weight, p.model, p.model_path)
-    try:
-        sampler = SamplerConfig(steps=p.steps, guidance=p.guidance, scheduler=p.scheduler, eta=p.eta).for_model(model)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
+    model, load_s = MODEL_CACHE.get(job.device, job.adapter, job.adapter_weight, job.model, job.model_path)
     ctx.check_cancel()
-
-    seeds = [p.seed + i for i in range(p.count)]
-    gen = generate(
-        model, [p.prompt] * p.count, seeds, sampler, p.batch_size,
-        progress=lambda f, m: ctx.progress(0.05 + 0.85 * f, m),
-        should_cancel=ctx.should_cancel,
-    )
-    ctx.check_cancel()
-
-    t0 = time.perf_counter()
-    p.out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = _new_staging_dir(p.out_dir, ctx.job_id)
-    try:
-        records = []
-        for i, asset in enumerate(gen.assets):
-            ctx.check_cancel()
-            stem = f"{slug(asset.prompt)}_seed{asset.seed}"
-            save_npz(asset.mesh, staging / f"{stem}.npz")
-            save_mesh(asset.mesh, staging / f"{stem}.glb", name=asset_name(asset.prompt, asset.seed))
-            records.append(
-                {
-                    "prompt": asset.prompt,
-                    "seed": asset.seed,
-                    "mesh_path": str(p.out_dir / f"{stem}.npz"),
-                    "glb_path": str(p.out_dir / f"{stem}.glb"),
-                    "vertices": int(len(asset.mesh.vertices)),
-                    "faces": int(len(asset.mesh.faces)),
-                }
-            )
-            ctx.progress(0.9 + 0.1 * (i + 1) / len(gen.assets), f"wrote {i + 1} of {len(gen.assets)}")
-        export_s = time.perf_counter() - t0
-        data = {
-            "out_dir": str(p.out_dir),
-            "manifest_path": str(p.out_dir / "manifest.json"),
-            "model": model.name,
-            "adapter": str(p.adapter) if p.adapter else None,
-            "adapter_weight": p.adapter_weight if p.adapter else None,
-            "sampler": asdict(sampler),
-            "assets": records,
-            "timings": {
-                "load_s": round(load_s, 3),
-                "sample_s": round(gen.timings.sample_s, 3),
-                "mesh_s": round(gen.timings.mesh_s, 3),
-                "export_s": round(export_s, 3),
-                "total_s": round(time.perf_counter() - t_start, 3),
-            },
-        }
-        write_json(staging / "manifest.json", data)
-        ctx.check_cancel()  # last cancellation point: after this the job's output exists
-        _commit_dir(staging, p.out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return data
+    result = run_generate_job(job, model=model, load_s=load_s, progress=ctx.progress, should_cancel=ctx.should_cancel,
+                              preview=lambda m: ctx.preview(m.path, m.label, m.kind), staging_tag=ctx.job_id)
+    return result.to_json(with_out_dir=True)
 
 
 # -- align -----------------------------------------------------------------------------------
+ALIGN_REWARD_CURVE = "reward_curve.png"  # the file engine.align.job rewrites with the live reward curve
+
+
+def align_preview_kind(path) -> str:
+    """What an alignment preview shows, where ``run_alignment`` did not say: its reward curve file is
+    the curve, an ``.npz`` a mesh, anything else an image. Said here, in the message, so the Blender
+    layer never guesses from a label."""
+    from ..generate.records import PreviewMessage
+
+    return "curve" if Path(path).name == ALIGN_REWARD_CURVE else PreviewMessage.kind_of(path)
+
+
 def run_align(params: dict, ctx: JobContext) -> dict:
     """Run ``engine.align.run_alignment(params, progress, should_cancel, preview) -> dict``.
 
@@ -385,9 +196,13 @@ def run_align(params: dict, ctx: JobContext) -> dict:
     before the first ``progress`` call is reported as ``bad_input``, a later one as ``runtime``.
     ``Cancelled`` once ``should_cancel()`` is true. It owns its outputs' atomicity. A relative
     ``out_dir`` is refused here, as for ``generate`` (the CLI's alignment may write relative to its cwd).
+    With ``fit_preference`` the preference reward is first fitted from a picks file
+    (:func:`engine.align.from_picks.run_alignment_from_picks`).
     """
-    from ..align import run_alignment
-
+    if isinstance(params, dict) and "fit_preference" in params:  # fit the preference from picks first
+        from ..align.from_picks import run_alignment_from_picks as run_alignment
+    else:
+        from ..align import run_alignment
     if "out_dir" in params:  # a missing one is run_alignment's to refuse
         params = {**params, "out_dir": str(_absolute_out_dir(params))}
     started = False
@@ -397,8 +212,11 @@ def run_align(params: dict, ctx: JobContext) -> dict:
         started = True
         ctx.progress(fraction, message)
 
+    def preview(path, label: str = "", kind: str | None = None) -> None:
+        ctx.preview(path, label, kind or align_preview_kind(path))
+
     try:
-        data = run_alignment(params, progress, ctx.should_cancel, ctx.preview)
+        data = run_alignment(params, progress, ctx.should_cancel, preview)
     except ValueError as exc:
         if started:
             raise

@@ -13,7 +13,9 @@ Worker -> client (the worker's stdout; its stderr is a free-form log)::
 
     {"type": "ready", "pid": int, "version": int, ...}      once, when the worker can take jobs
     {"type": "progress", "id": str, "fraction": 0..1, "message": str}
-    {"type": "preview", "id": str, "path": str, "label": str}   a PNG the job just wrote
+    {"type": "preview", "id": str, "path": str, "kind": "mesh" | "image" | "curve", "label": str}
+                                                            a file the job just wrote: an .npz mesh,
+                                                            a PNG, or the PNG of the reward curve
     {"type": "result", "id": str, "data": {...}}            the job succeeded (terminal)
     {"type": "error", "id": str | None, "message": str, "kind": ERROR_KINDS}   (terminal)
     {"type": "cancelled", "id": str}                        (terminal)
@@ -154,8 +156,13 @@ def progress(job_id: str, fraction: float, message: str = "") -> dict[str, Any]:
     return {"type": "progress", "id": job_id, "fraction": min(1.0, max(0.0, float(fraction))), "message": message}
 
 
-def preview(job_id: str, path: str, label: str = "") -> dict[str, Any]:
-    return {"type": "preview", "id": job_id, "path": str(path), "label": label}
+def preview(job_id: str, path: str, label: str = "", kind: str | None = None) -> dict[str, Any]:
+    """``kind`` is what the file shows (engine.generate.records.PREVIEW_KINDS: mesh, image, curve);
+    None: by its suffix (``.npz`` a mesh, else an image)."""
+    from ..generate.records import PreviewMessage
+
+    message = PreviewMessage(str(path), kind or PreviewMessage.kind_of(path), label)
+    return {"type": "preview", "id": job_id, **message.to_json()}
 
 
 def result(job_id: str, data: dict[str, Any]) -> dict[str, Any]:

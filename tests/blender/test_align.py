@@ -104,14 +104,14 @@ def _training_output(folder: Path) -> dict:
     adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
     (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 64)
-    for name in ("reward_curve", "before", "after"):
+    for name in ("reward_curve", "before_after"):
         img = bpy.data.images.new(name, 8, 8)
         img.save(filepath=str(folder / f"{name}.png"), save_copy=True)
         bpy.data.images.remove(img)
     (folder / "log.jsonl").write_text("{}\n")
     report = {"reward": "dnc", "method": "nabla", "rounds": 3, "reward_before": {"mean": 0.5, "std": 0.1},
               "reward_after": {"mean": 0.75, "std": 0.1}, "files": {"adapter": "adapter", "log": "log.jsonl",
-              "reward_curve": "reward_curve.png", "before": "before.png", "after": "after.png"}}
+              "reward_curve": "reward_curve.png", "before_after": "before_after.png"}}
     (folder / "report.json").write_text(json.dumps(report))
     return report
 
@@ -137,13 +137,14 @@ def test_trained_adapter_is_saved_listed_and_selected(registered, align, s, pref
     info = json.loads((saved / "nabla_r2d3.json").read_text())
     assert info["reward"] == "dnc" and info["prompts"] == ["a red cube"]
     assert info["result"]["reward_after"] == 0.75
-    for file_name in ("reward_curve.png", "before.png", "after.png", "align_log.jsonl", "report.json"):
+    for file_name in ("reward_curve.png", "before_after.png", "align_log.jsonl", "report.json"):
         assert (saved / file_name).is_file(), file_name
     state = bpy.context.window_manager.nabla_r2d3
     item = next(a for a in state.adapters if a.name == name)
     assert item.summary.startswith("dnc | nabla | a red cube")
     assert state.reward_curve == str(saved / "reward_curve.png")
-    assert [p.path for p in state.previews][-2:] == [str(saved / "before.png"), str(saved / "after.png")]
+    assert [(p.name, p.path) for p in state.previews][-1:] == [(f"before / after ({name})", str(saved / "before_after.png"))]
+    assert info["files"]["before_after"] == "before_after.png"
     assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temp folders left"
     # the same name again gets a suffix instead of overwriting
     assert align.adapter_name_for(s, params, {name}) == name + "_2"
@@ -162,11 +163,14 @@ def test_previews_and_live_reward_curve_from_a_running_job(registered, s, tmp_pa
     manager.active = job
     state = bpy.context.window_manager.nabla_r2d3
     manager._handle({"type": "preview", "id": "job1", "path": str(tmp_path / "before.png"), "label": "before"})
-    manager._handle({"type": "preview", "id": "job1", "path": str(tmp_path / "curve.png"), "label": "reward curve"})
+    # the kind decides, not the label: a "curve" in an image's label stays an image
+    manager._handle({"type": "preview", "id": "job1", "path": str(tmp_path / "c.png"), "kind": "image", "label": "curve 2"})
+    manager._handle({"type": "preview", "id": "job1", "path": str(tmp_path / "curve.png"), "kind": "curve", "label": "r"})
     manager._handle({"type": "preview", "id": "other", "path": str(tmp_path / "x.png"), "label": "late"})
     manager._handle({"type": "progress", "id": "job1", "fraction": 0.5, "message": "step 10/20"})
     manager._sync_state()
-    assert [(p.name, p.path) for p in state.previews] == [("before", str(tmp_path / "before.png"))]
+    assert [(p.name, p.path) for p in state.previews] == [("before", str(tmp_path / "before.png")),
+                                                          ("curve 2", str(tmp_path / "c.png"))]
     assert state.reward_curve == str(tmp_path / "curve.png")
     assert (state.status, state.progress, state.message) == ("STARTING", 0.5, "step 10/20")
     for i in range(jobs.MAX_PREVIEWS + 5):

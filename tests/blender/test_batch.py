@@ -37,6 +37,14 @@ def test_batch_writes_blend_glbs_renders_and_log(tmp_path):
         assert px.shape == (48, 48, 3)
         assert px.std() > 5, "the render shows something besides the background"
     assert (out / "renders" / "overview.png").is_file()
+    # the prompt's generate folder is kept whole, with its manifest in the one generate schema
+    from engine.generate.records import GenerateResult
+
+    manifest = GenerateResult.read(out / good["manifest"])
+    assert [(a.seed, str(a.path("glb", manifest.out_dir).relative_to(out))) for a in manifest.assets] == \
+        [(a["seed"], a["glb"]) for a in good["assets"]]
+    folder = (out / good["manifest"]).parent  # every file there is listed
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(manifest.files())
     assert not (out / ".jobs").exists(), "the job cache is cleaned up"
     assert not list(out.rglob("*.tmp"))
 
@@ -109,7 +117,7 @@ def test_batch_runs_diffsplat_from_its_folder(tmp_path, tiny_diffsplat):
     "case, words",
     [
         (["--adapter-weight", "5"], "--adapter-weight must be in [0, 2], got 5"),  # the panel's limits, not clamped
-        (["--steps", "500"], "--steps must be in 1..200, got 500"),
+        (["--steps", "5000"], "--steps must be in 1..1000, got 5000"),  # the panel's limit is the engine's
         (["--spacing", "nan"], "--spacing must be a finite number, got nan"),
         (["--guidance", "nan"], "--guidance must be a finite number, got nan"),
         (["--engine-python", "/nonexistent"], "--engine-python /nonexistent does not exist"),

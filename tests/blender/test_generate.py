@@ -2,6 +2,7 @@
 synchronous path of background Blender, the timer-driven path of the UI, cancel, crash, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 import bpy
+
+from engine.generate.records import GenerateResult
 
 FAST = dict(steps=4)  # few sampling steps: these tests check plumbing, not quality
 
@@ -60,13 +63,16 @@ def test_generate_in_background_returns_with_the_objects_in_the_scene(gen, prefs
 
     job = gen.blender.jobs.MANAGER.finished[-1]
     assert job.outcome == "done" and job.applied["objects"] == [o.name for o in objs]
-    for obj, record in zip(objs, job.result["assets"]):
-        with np.load(record["mesh_path"]) as data:
+    result = GenerateResult.from_json(job.result)  # the one generate schema, with out_dir
+    assert result.formats == ["npz", "glb"] and Path(result.out_dir).is_dir()
+    for obj, record in zip(objs, result.assets):
+        glb_path = str(record.path("glb", result.out_dir))
+        with np.load(record.path("npz", result.out_dir)) as data:
             assert len(obj.data.vertices) == len(data["vertices"]) > 100
             assert len(obj.data.polygons) == len(data["faces"])
             assert str(data["color_space"]) == "linear"
             linear = data["colors"][:, :3]
-        assert Path(record["glb_path"]).is_file() and obj["nabla_r2d3_glb"] == record["glb_path"]
+        assert Path(glb_path).is_file() and obj["nabla_r2d3_glb"] == glb_path
         attr = obj.data.color_attributes["Color"]
         colours = np.empty(len(attr.data) * 4, np.float32)
         attr.data.foreach_get("color", colours)  # scene-linear view of the attribute
@@ -169,6 +175,7 @@ def test_generate_params_follow_the_settings(gen, prefs):
     req = generate.GenerateRequest.from_settings(s, prompt="a torus", count=2, seed=3)
     params = generate.generate_params(req, prefs, Path("/tmp/out"))
     assert params == {"prompt": "a torus", "count": 2, "seed": 3, "steps": 4, "scheduler": "ddim", "out_dir": "/tmp/out",
+                      "formats": ["npz", "glb"],  # the arrays the object is built from, the GLB it links to
                       "device": "auto"}  # Automatic: the engine picks CUDA, then MPS, then CPU
     s.use_guidance, s.guidance = True, 4.5
     prefs.device = "CPU"
@@ -178,12 +185,16 @@ def test_generate_params_follow_the_settings(gen, prefs):
         s.adapter = "missing"
         with pytest.raises(generate.JobSetupError, match="Adapter 'missing' is not in"):
             generate.generate_params(generate.GenerateRequest.from_settings(s), prefs, Path("/tmp/out"))
-        s.adapter, s.scheduler = "", "heun"  # Shap-E's sampler: the embedded model cannot take it
+        s.adapter = ""
+        with pytest.raises(TypeError):  # Shap-E's sampler: the embedded model's menu does not offer it
+            s.scheduler = "heun"
+        # and a request that names it anyway (a script, batch mode) is refused before any job starts
+        heun = dataclasses.replace(generate.GenerateRequest.from_settings(s), scheduler="heun")
         with pytest.raises(generate.JobSetupError, match="model 'embedded' samples with ddim, ddpm, dpmsolver-sde, "
                                                           "not 'heun': choose another Sampler"):
-            generate.generate_params(generate.GenerateRequest.from_settings(s), prefs, Path("/tmp/out"))
+            generate.generate_params(heun, prefs, Path("/tmp/out"))
     finally:
-        for name in ("use_guidance", "guidance", "adapter", "scheduler"):
+        for name in ("use_guidance", "guidance", "adapter"):
             s.property_unset(name)
         prefs.property_unset("device")
 

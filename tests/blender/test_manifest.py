@@ -81,7 +81,7 @@ def test_build_packages_addon_and_excludes_dev_files(tmp_path):
     archive = build_lite(tmp_path)
     names = zipfile.ZipFile(archive).namelist()
     for required in ("blender_manifest.toml", "__init__.py", "operators/__init__.py",
-                     "panels/__init__.py", "engine/__init__.py", "engine/data/grammar.py",
+                     "panels/__init__.py", "engine/__init__.py", "engine/models/embedded/grammar.py",
                      "engine/models/embedded/weights/model.safetensors",
                      "engine/models/embedded/weights/config.json", "requirements.txt"):
         assert required in names, required

@@ -185,7 +185,8 @@ def test_installed_engine_runs_a_job_with_the_engine_python(installed, tmp_path)
     result = json.loads(proc.stdout.splitlines()[-1][len("RESULT "):])
     assert Path(result["root"]).resolve() == ext_dir.resolve()
     (asset,) = result["data"]["assets"]
-    assert Path(asset["glb_path"]).parent == out_dir and Path(asset["glb_path"]).stat().st_size > 0
+    glb = Path(result["data"]["out_dir"]) / asset["files"]["glb"]
+    assert glb.parent == out_dir and glb.stat().st_size > 0
     assert asset["faces"] > 0
     assert files_under(ext_dir) == before, "the engine wrote inside the installed extension"
 

@@ -118,7 +118,7 @@ def test_generate_panel_shows_prompt_count_seed_steps_guidance_sampler_adapter(r
 
 def test_vocabulary_subpanel_lists_every_word(registered, settings):
     text = labels(draw(registered.panels.generate.VIEW3D_PT_nabla_r2d3_vocabulary))
-    from engine.data import grammar
+    from engine.models.embedded import grammar
 
     for word in (*grammar.SHAPES, *grammar.COLOURS, *grammar.SIZES):
         assert word in text

@@ -13,10 +13,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "bl_ext_pytest.user_default.nabla_r2d3"  # the name conftest.load_addon gives the add-on
 
 PANELS = ("VIEW3D_PT_nabla_r2d3_generate", "VIEW3D_PT_nabla_r2d3_vocabulary", "VIEW3D_PT_nabla_r2d3_align",
-          "VIEW3D_PT_nabla_r2d3_adapters", "VIEW3D_PT_nabla_r2d3_jobs", "VIEW3D_PT_nabla_r2d3_previews")
+          "VIEW3D_PT_nabla_r2d3_adapters", "VIEW3D_PT_nabla_r2d3_jobs", "VIEW3D_PT_nabla_r2d3_previews",
+          "VIEW3D_PT_nabla_r2d3_gallery")
 OPERATORS = ("generate", "align", "cancel_job", "watch_jobs", "check_engine", "clear_previews", "refresh_adapters",
              "load_adapter", "unload_adapter", "open_adapters_folder", "palette_add", "palette_remove",
-             "show_vocabulary")
+             "show_vocabulary", "gallery_mark", "gallery_import", "gallery_open", "gallery_clear", "variations",
+             "align_to_picks")
 
 
 def _panel_registered(name: str) -> bool:
@@ -114,8 +116,12 @@ def test_menus_offer_exactly_the_engine_names(registered):
     from engine.cli import build_parser
 
     props = bpy.types.Scene.bl_rna.properties["nabla_r2d3"].fixed_type.properties
-    for prop, expected in (("method", names.METHODS), ("renderer", names.RENDERERS), ("scheduler", names.SCHEDULERS)):
+    for prop, expected in (("method", names.METHODS), ("renderer", names.RENDERERS)):
         assert tuple(item.identifier for item in props[prop].enum_items) == expected, prop
+    # the Sampler menu is the chosen model's part of names.SCHEDULERS (tests/blender/test_settings.py)
+    settings = bpy.context.scene.nabla_r2d3
+    offered = [s for s in names.SCHEDULERS if bpy.types.UILayout.enum_item_name(settings, "scheduler", s)]
+    assert offered == [s for s in names.SCHEDULERS if s in names.MODEL_SCHEDULERS["embedded"]]
     align = build_parser()._subparsers._group_actions[0].choices["align"]
     choices = {a.dest: tuple(a.choices) for a in align._actions if a.choices}
     assert (choices["method"], choices["renderer"]) == (names.METHODS, names.RENDERERS)

@@ -197,3 +197,21 @@ def test_clear_origin_moves_along_x_only_and_only_when_needed(si):
     assert si.clear_origin((0.0, 0.0, 0.0), 4, 2.5, [(10.0, -1.0, 12.0, 1.0)]) == (0.0, 0.0, 0.0)  # beside, not on
     x, y, z = si.clear_origin((0.0, 5.0, 1.0), 1, 2.0, [(-1.0, 4.0, 3.0, 6.0), (3.5, 4.5, 4.0, 5.5)])
     assert (y, z) == (5.0, 1.0) and x == pytest.approx(4.0 + 1.0 + 1e-3)  # past both: the second blocks too
+
+
+def test_specs_come_from_the_generate_record_and_a_result_without_npz_is_refused(si, tmp_path):
+    from engine.generate.records import GeneratedAsset, GenerateResult
+
+    asset = GeneratedAsset("a red cube", 4, "red_cube_seed4", {"npz": "a.npz", "glb": "a.glb"}, 4, 4)
+    result = GenerateResult(["a red cube"], 4, 1, "embedded", {}, ["npz", "glb"], [asset], out_dir=str(tmp_path))
+    (spec,) = si.AssetSpec.from_result(result.to_json(with_out_dir=True))
+    assert (spec.prompt, spec.seed, spec.mesh_path, spec.glb_path) == ("a red cube", 4, str(tmp_path / "a.npz"),
+                                                                       str(tmp_path / "a.glb"))
+    glb_only = GenerateResult(["a red cube"], 4, 1, "embedded", {}, ["glb"],
+                              [GeneratedAsset("a red cube", 4, "red_cube_seed4", {"glb": "a.glb"}, 4, 4)], out_dir=str(tmp_path))
+    with pytest.raises(si.MeshFileError, match="no .npz mesh for red_cube_seed4"):
+        si.AssetSpec.from_result(glb_only.to_json(with_out_dir=True))
+    with pytest.raises(si.MeshFileError, match="malformed generate result: manifest has no 'assets'"):
+        si.AssetSpec.from_result({k: v for k, v in result.to_json(with_out_dir=True).items() if k != "assets"})
+    with pytest.raises(si.MeshFileError, match="names no folder"):
+        si.AssetSpec.from_result(result.to_json())  # a manifest without out_dir: nowhere to find the files

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.data.grammar import COLOURS, SHAPES
+from engine.models.embedded.grammar import COLOURS, SHAPES
 from engine.geometry.mesh import load_mesh
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,10 +50,10 @@ def test_generate_writes_meshes_and_manifest(tmp_path):
     code = main(["generate", "--prompt", "a red cube", "--seed", "3", "--count", "2", "--out", str(out), "--format", "glb", "--format", "ply"])
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["prompt"] == "a red cube" and [a["seed"] for a in manifest["assets"]] == [3, 4]
+    assert manifest["prompts"] == ["a red cube"] and [a["seed"] for a in manifest["assets"]] == [3, 4]
     assert set(manifest["timings"]) >= {"sample_s", "mesh_s", "export_s", "per_asset_s"}
     for asset in manifest["assets"]:
-        mesh = load_mesh(out / asset["file"])
+        mesh = load_mesh(out / asset["files"]["glb"])
         assert len(mesh.faces) == asset["faces"] > 100
         assert (out / asset["files"]["ply"]).is_file()
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files
@@ -66,19 +66,25 @@ def test_demo_writes_meshes_contact_sheet_and_manifest(tmp_path):
     code = main(["demo", "--out", str(out), "--prompt", "a red cube", "--prompt", "a blue torus", "--resolution", "48",
                  "--samples", "4", "--steps", "6", "--align-steps", "1"])
     assert code == 0
+    from engine.generate.records import GenerateResult
+
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [a["prompt"] for a in manifest["assets"]] == ["a red cube", "a blue torus"]
-    assert [a["prompt"] for a in manifest["aligned_assets"]] == ["a red cube", "a blue torus"]
-    assert all((out / a["file"]).is_file() for a in manifest["assets"] + manifest["aligned_assets"])
-    assert manifest["timings"]["base_cycles_s"] > 0 and manifest["timings"]["align_s"] > 0
+    # base/ and aligned/ are generate runs, each with its manifest in the one generate schema
+    base, aligned = (GenerateResult.read(out / manifest[k]) for k in ("base", "aligned"))
+    assert [a.prompt for a in base.assets] == [a.prompt for a in aligned.assets] == ["a red cube", "a blue torus"]
+    assert all(a.path("glb", r.out_dir).is_file() for r in (base, aligned) for a in r.assets)
+    assert base.preview.renderer == aligned.preview.renderer == "cycles" and base.timings["preview_s"] > 0
+    assert aligned.adapter.path == str(out / "align" / "adapter") and base.adapter is None
+    assert manifest["timings"]["base_s"] > 0 and manifest["timings"]["align_s"] > 0
     assert manifest["alignment"]["rounds"] == 1
-    for key in ("adapter", "reward_curve", "report"):
+    for key in ("adapter", "reward_curve", "before_after", "report"):
         assert (out / manifest["alignment"][key]).exists()
     sheet = Image.open(out / manifest["contact_sheet"])
-    assert sheet.size[0] == 2 * 48 and sheet.size[1] > 2 * 48  # base row over aligned row
+    # two tiles a row (with gutters), base row over aligned row, under a title band
+    assert 2 * 48 < sheet.size[0] < 2 * 48 + 30 and sheet.size[1] > 2 * 48 + 30
     pixels = sheet.convert("RGB").load()
-    # The red cube's tile is not blank: some pixel is clearly red.
-    assert any(pixels[x, y][0] > 150 and pixels[x, y][1] < 90 for x in range(48) for y in range(48))
+    # The red cube's tile (left column) is not blank: some pixel is clearly red.
+    assert any(pixels[x, y][0] > 150 and pixels[x, y][1] < 90 for x in range(sheet.size[0] // 2) for y in range(sheet.size[1]))
 
 
 def _one_line_error(capsys) -> str:
@@ -141,9 +147,9 @@ def test_a_320_character_open_text_prompt_gets_bounded_file_names(tmp_path, tiny
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     (asset,) = manifest["assets"]
-    assert manifest["prompt"] == LONG_PROMPT  # the prompt itself is kept whole
-    assert asset["file"] == f"{slug(LONG_PROMPT)}_seed7.glb" and len(asset["file"]) <= 80
-    assert len(load_mesh(out / asset["file"]).faces) == asset["faces"]
+    assert manifest["prompts"] == [LONG_PROMPT] == [asset["prompt"]]  # the prompt itself is kept whole
+    assert asset["files"]["glb"] == f"{slug(LONG_PROMPT)}_seed7.glb" and len(asset["files"]["glb"]) <= 80
+    assert len(load_mesh(out / asset["files"]["glb"]).faces) == asset["faces"]
 
 
 # -- issue 22: help texts, one download hint, a missing model folder, a reused --out ----------------
@@ -236,8 +242,11 @@ def test_an_interrupted_align_writes_a_checkpoint_of_its_last_round_and_resumes_
     import torch
 
     out = tmp_path / "al"
+    # A shell without job control starts background commands with SIGINT ignored, and Python then
+    # installs no Ctrl-C handler: give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "engine", *TINY_ALIGN, "--steps", "200", "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while len(_log_steps(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:

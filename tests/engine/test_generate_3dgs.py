@@ -39,9 +39,9 @@ def test_generate_writes_a_3dgs_ply_and_a_glb_from_the_same_gaussians(tmp_path, 
     manifest = json.loads((out / "manifest.json").read_text())
     for asset in manifest["assets"]:
         assert set(asset["files"]) == {"glb", "3dgs"}  # 3dgs alone still writes the default mesh
-        assert asset["file"] == asset["files"]["glb"] == f"a_red_chair_seed{asset['seed']}.glb"
+        assert asset["files"]["glb"] == f"a_red_chair_seed{asset['seed']}.glb"
         assert asset["files"]["3dgs"] == f"a_red_chair_seed{asset['seed']}.3dgs.ply"
-        mesh = load_mesh(out / asset["file"])
+        mesh = load_mesh(out / asset["files"]["glb"])
         assert len(mesh.vertices) > 0 and len(mesh.faces) == asset["faces"]
         path = out / asset["files"]["3dgs"]
         data = path.read_bytes()

@@ -16,4 +16,6 @@ from ..tuning import AlignmentDefaults
 ALIGNMENT = AlignmentDefaults(
     beta={"aesthetic": 2e6, "hpsv2": 5e7, "dnc": 5e5},  # HPSv2: the code's 5e7 (the text says 1e7)
     nabla_lr={"aesthetic": 3e-4, "hpsv2": 1e-4, "dnc": 5e-4},  # aesthetic: the code's 3e-4 (the text says 1e-4)
+    # Open text: four simple coloured objects, the alignment job's prompts when the user names none.
+    prompts=("a red cube", "a green cone", "a blue torus", "a yellow pyramid"),
 )

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data.procedural import grid_points
+from .procedural import grid_points
 
 
 @dataclass(frozen=True)
@@ -65,21 +65,47 @@ class FieldAutoencoder(nn.Module):
 
     def _head(self, feat: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """The point MLP on interpolated features (B, N, F) and their points (B, N, 3) -> (B, N, 4)."""
-        freqs = (2.0 ** torch.arange(self.config.fourier_bands, device=points.device, dtype=points.dtype)) * torch.pi
-        angles = (points[..., None] * freqs).flatten(-2)
-        out = self.point_mlp(torch.cat([feat, points.expand(feat.shape[0], -1, -1), angles.sin().expand(feat.shape[0], -1, -1),
-                                        angles.cos().expand(feat.shape[0], -1, -1)], -1))
+        out = self.point_mlp(torch.cat([feat, self._encoding(points).expand(feat.shape[0], -1, -1)], -1))
         return torch.cat([torch.tanh(out[..., :1]), torch.sigmoid(out[..., 1:])], -1)
 
     def decode_grid(self, latents: torch.Tensor, resolution: int = 32, chunk: int = 65536) -> torch.Tensor:
         """latents (B, 4, 8, 8, 8) -> field grid (B, 4, R, R, R) in (z, y, x) layout over [-1, 1]^3.
 
-        The same field as :meth:`query` at the grid's points: the points sit on a regular grid spanning
-        the feature grid's corners, where grid_sample's trilinear lookup is F.interpolate with
-        align_corners, whose backward is cheaper (the aligner decodes and backpropagates a grid per
-        reward-gradient state; docs/method.md, "Speed")."""
-        feats = F.interpolate(self.features(latents), size=(resolution,) * 3, mode="trilinear", align_corners=True)
-        feats = feats.flatten(2).transpose(1, 2)  # (B, R^3, F), z-major like grid_points
-        pts = grid_points(resolution).to(latents.device, latents.dtype).reshape(1, -1, 3)
-        out = torch.cat([self._head(feats[:, i : i + chunk], pts[:, i : i + chunk]) for i in range(0, pts.shape[1], chunk)], 1)
-        return out.transpose(1, 2).reshape(latents.shape[0], 4, resolution, resolution, resolution)
+        The same field as :meth:`query` at the grid's points, computed the way the aligner can afford
+        it (it decodes and backpropagates a grid per reward-gradient state; docs/method.md, "Round
+        cost"): the points are the same for every latent, so the trilinear lookup of the feature grid
+        is one sparse product for the whole batch (``engine.render.volume_lookup``), and the part of
+        the point MLP's first layer that reads the point's own encoding is computed once per grid
+        point, not once per latent. ``chunk`` bounds the grid points per MLP call (peak memory).
+        Off the CPU it interpolates with F.interpolate and runs :meth:`_head` per latent, as before
+        (the sparse path was measured on CPU only)."""
+        from ...render.volume_lookup import shared_trilinear_rows
+
+        features = self.features(latents)  # (B, F, 16, 16, 16)
+        if latents.device.type != "cpu":
+            feats = F.interpolate(features, size=(resolution,) * 3, mode="trilinear", align_corners=True)
+            feats = feats.flatten(2).transpose(1, 2)  # (B, R^3, F), z-major like grid_points
+            pts = grid_points(resolution).to(latents.device, latents.dtype).reshape(1, -1, 3)
+            out = torch.cat([self._head(feats[:, i : i + chunk], pts[:, i : i + chunk]) for i in range(0, pts.shape[1], chunk)], 1)
+            return out.transpose(1, 2).reshape(latents.shape[0], 4, resolution, resolution, resolution)
+        b, f = features.shape[:2]
+        pts = grid_points(resolution).to(latents.device, latents.dtype).reshape(-1, 3)  # z-major like the grid
+        first, hidden, last = self.point_mlp[0], self.point_mlp[2], self.point_mlp[4]
+        w_feat, w_point = first.weight[:, :f], first.weight[:, f:]
+        out = []
+        for i in range(0, pts.shape[0], chunk):
+            p = pts[i : i + chunk]
+            feats = shared_trilinear_rows(features, p)  # (n, B, F)
+            point_part = F.linear(self._encoding(p), w_point, first.bias)  # (n, H): the same for every latent
+            h = F.silu(F.linear(feats, w_feat) + point_part[:, None])
+            h = F.silu(hidden(h))
+            out.append(last(h))  # (n, B, 4)
+        raw = torch.cat(out, 0)
+        field = torch.cat([torch.tanh(raw[..., :1]), torch.sigmoid(raw[..., 1:])], -1)
+        return field.permute(1, 2, 0).reshape(b, 4, resolution, resolution, resolution)
+
+    def _encoding(self, points: torch.Tensor) -> torch.Tensor:
+        """The point MLP's input besides the features: the point and its Fourier features, (..., 3 + 6 bands)."""
+        freqs = (2.0 ** torch.arange(self.config.fourier_bands, device=points.device, dtype=points.dtype)) * torch.pi
+        angles = (points[..., None] * freqs).flatten(-2)
+        return torch.cat([points, angles.sin(), angles.cos()], -1)

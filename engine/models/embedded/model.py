@@ -16,7 +16,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from safetensors.torch import load_file
 
-from ...data.procedural import TRUNCATION
+from .procedural import TRUNCATION
 from ...geometry.mesh import Mesh, extract_mesh
 from ..fields import SDFGrid
 from .. import model_spec
@@ -96,7 +96,7 @@ class EmbeddedModel(ChecksPrompts):
     # The timestep embedder and the AdaLN projection: what the official code also adapts
     # (AlignConfig.lora_conditioning).
     lora_conditioning_modules = ("time_embed.linear_1", "time_embed.linear_2", "t_block.1")
-    prompt_rules = model_spec("embedded").prompts  # the registry's: the closed grammar of engine/data/grammar.py
+    prompt_rules = model_spec("embedded").prompts  # the registry's: the closed grammar of grammar.py
     # Schedulers whose every transition is a Gaussian of the current state alone, so a trajectory's
     # transitions can be scored and trained one by one (the aligner refuses others).
     training_schedulers = ("ddim", "ddpm", "dpmsolver-sde")
@@ -190,3 +190,11 @@ class EmbeddedModel(ChecksPrompts):
         """Decode at ``mesh_resolution`` and run marching cubes: one Mesh per latent."""
         with torch.no_grad():
             return self.extract_meshes(self.decode(latents, resolution=self.config.mesh_resolution))
+
+    # -- optional parts of the protocol ------------------------------------------------------------
+    def judge_mesh(self, mesh: Mesh, prompt: str):
+        """Does ``mesh`` show what ``prompt`` asks? The geometric judge's verdict
+        (``shape_judge.judge``, no network): ``ok``, and the ``shape`` and ``colour`` it read."""
+        from .shape_judge import judge
+
+        return judge(mesh, prompt)

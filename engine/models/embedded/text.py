@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...data.grammar import COLOURS, SHAPES, SIZES, Prompt, parse_prompt
+from .grammar import COLOURS, SHAPES, SIZES, Prompt, parse_prompt
 
 SLOTS: tuple[tuple[str, ...], ...] = (("any",) + SIZES, ("any",) + tuple(COLOURS), ("any",) + SHAPES)
 

@@ -16,4 +16,6 @@ ALIGNMENT = AlignmentDefaults(
     # (-0.188); the paper also tunes the rate per reward.
     lr={"refl": 5e-4, "draft": 5e-4},
     nabla_lr={"critic": 5e-4},
+    # Four shapes in four colours: the alignment job's prompts when the user names none.
+    prompts=("a red cube", "a green cone", "a blue torus", "a yellow pyramid"),
 )

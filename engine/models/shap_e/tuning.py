@@ -9,4 +9,5 @@ from __future__ import annotations
 
 from ..tuning import AlignmentDefaults
 
-ALIGNMENT = AlignmentDefaults()
+# Open text: four simple coloured objects, the alignment job's prompts when the user names none.
+ALIGNMENT = AlignmentDefaults(prompts=("a red cube", "a green cone", "a blue torus", "a yellow pyramid"))

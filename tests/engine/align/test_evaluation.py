@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.imaging import scatter_plot
-
 from engine.align.lora import has_lora
 from engine.align.evaluation import (
     TABLE_COLUMNS,
@@ -258,15 +256,6 @@ def test_script_rejects_bad_input_with_exit_2_before_writing(tmp_path, capsys, a
     assert _script().main(["--out", str(out), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
-
-
-def test_scatter_plot_draws_each_point_in_its_colour():
-    script = _script()
-    img = scatter_plot({"base (floor)": (0.5, 0.1), "nabla": (3.0, 0.9)}, "t", "FD", "reward")
-    colours = {c for _, c in img.getcolors(maxcolors=1 << 16)}
-    assert (0x1F, 0x77, 0xB4) in colours and (0xD6, 0x27, 0x28) in colours
-    with pytest.raises(ValueError):
-        scatter_plot({"x": (float("nan"), 1.0)}, "t", "x", "y")
 
 
 @pytest.fixture(scope="module")

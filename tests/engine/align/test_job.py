@@ -6,8 +6,9 @@ import numpy as np
 
 import pytest
 import torch
+from PIL import Image
 
-from engine.align.job import run_alignment
+from engine.align.job import SHEET_RESOLUTION, palette_swatches, run_alignment
 from engine.align.lora import lora_disabled
 from engine.cli import main
 from engine.models import load_model
@@ -29,9 +30,12 @@ def test_job_writes_adapter_log_plots_and_report(tmp_path, method):
                            preview=lambda p, label: previews.append(p))
     out = tmp_path / "run"
     for name in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "log.jsonl", "reward_curve.png",
-                 "before.png", "after.png", "report.json"):
+                 "before_after.png", "report.json"):
         assert (out / name).is_file(), name
     on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["files"]["before_after"] == "before_after.png" and not (out / "before.png").exists()
+    with Image.open(out / "before_after.png") as sheet:  # one row of two 192 px renders, under a title
+        assert sheet.size[0] > 2 * SHEET_RESOLUTION and SHEET_RESOLUTION + 100 < sheet.size[1] < 2 * SHEET_RESOLUTION
     assert on_disk["method"] == method and on_disk["rounds"] == 2
     assert set(on_disk["reward_before"]) == {"mean", "std"}
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
@@ -43,6 +47,29 @@ def test_job_writes_adapter_log_plots_and_report(tmp_path, method):
         assert f["vertices"].shape[1] == 3 and f["faces"].dtype == np.int32 and f["colors"].shape[1] == 4
     assert all(Path(p).is_file() for p in previews)
     assert report["reward_after"] == on_disk["reward_after"]
+
+
+def test_the_sheet_takes_the_target_palette_from_the_reward_object():
+    from engine.rewards.registry import build_reward_expression
+
+    orange = {"palette": {"palette": "#ff8800,#0000ff"}}
+    want = [(1.0, 0x88 / 255, 0.0), (0.0, 0.0, 1.0)]
+    for expression in ("palette", "0.5*dnc + palette"):
+        got = palette_swatches(build_reward_expression(expression, orange))
+        assert len(got) == 2 and all(g == pytest.approx(w, abs=1e-6) for g, w in zip(got, want))
+    assert palette_swatches(build_reward_expression("dnc")) == []
+
+
+def test_the_sheet_shows_every_prompt_when_it_cannot_show_every_sample():
+    from engine.align.job import EVAL_SEED_BASE, sheet_rows
+
+    prompts = [p for p in ("a cube", "a cone", "a torus") for _ in range(8)]
+    seeds = [EVAL_SEED_BASE + i for _ in range(3) for i in range(8)]
+    rows = sheet_rows(prompts, seeds, limit=7)
+    assert rows == sorted(rows) and len(rows) == 7
+    assert [(prompts[i], seeds[i] - EVAL_SEED_BASE) for i in rows] == [
+        ("a cube", 0), ("a cube", 1), ("a cube", 2), ("a cone", 0), ("a cone", 1), ("a torus", 0), ("a torus", 1)]
+    assert sheet_rows(prompts[:4], seeds[:4]) == [0, 1, 2, 3]  # all of them when they fit
 
 
 def test_bad_parameters_fail_before_any_file_is_written(tmp_path):
@@ -86,7 +113,8 @@ def test_cli_rejects_bad_reward_and_bad_adapter_with_exit_2(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     assert main(["generate", "--prompt", "a red cube", "--count", "1", "--out", str(tmp_path / "g"),
                  "--adapter", str(tmp_path / "missing")]) == 2
-    assert "not an adapter folder" in capsys.readouterr().err
+    assert "must be an existing adapter (no such folder)" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
 
 
 def test_rewards_command_lists_every_builtin(capsys):
@@ -418,3 +446,18 @@ def test_a_full_disk_while_saving_the_checkpoint_is_one_line_and_keeps_the_previ
     assert "the disk may be full" in message and "the previous checkpoint is kept" in message
     assert (out / "checkpoint.pt").read_bytes() == kept
     assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint.pt"]  # no temp file left
+
+
+def test_default_prompts_are_the_models_own(monkeypatch, tmp_path):
+    import dataclasses
+
+    from engine.align.job import AlignJob
+    from engine.models import REGISTRY
+    from engine.params import BadInput
+
+    assert AlignJob(out_dir=str(tmp_path / "a")).prompts == list(REGISTRY["embedded"].alignment.prompts)
+    spec = REGISTRY["shap-e"]
+    monkeypatch.setitem(REGISTRY, "shap-e", dataclasses.replace(spec, alignment=dataclasses.replace(spec.alignment, prompts=())))
+    with pytest.raises(BadInput, match="model 'shap-e' has no default prompts"):
+        AlignJob(out_dir=str(tmp_path / "b"), model="shap-e")
+    assert AlignJob(out_dir=str(tmp_path / "c"), model="shap-e", prompts=["a wooden chair"]).prompts == ["a wooden chair"]

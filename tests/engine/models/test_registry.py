@@ -53,7 +53,11 @@ def test_cli_generates_from_a_weights_folder_and_names_a_wrong_one(tmp_path, cap
     assert main([*args, "--model", "embedded", "--model-path", str(copy), "--out", str(tmp_path / "out")]) == 0
     assert list((tmp_path / "out").glob("*.glb"))
     assert main([*args, "--model-path", str(tmp_path / "empty"), "--out", str(tmp_path / "out2")]) == 2  # bad input, like a bad prompt
+    assert "must be a folder of model weights (no such folder)" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # a folder without the weights: the model names what it expected
+    assert main([*args, "--model-path", str(tmp_path / "empty"), "--out", str(tmp_path / "out2")]) == 2
     assert "embedded model weights not found in" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
     # Heun is Shap-E's sampler; the embedded model's cosine schedule makes it diverge: refused up front.
     assert main([*args, "--scheduler", "heun", "--out", str(tmp_path / "out3")]) == 2
     assert "model 'embedded' samples with ddim, ddpm, dpmsolver-sde, not 'heun'" in capsys.readouterr().err
@@ -69,8 +73,20 @@ def test_alignment_defaults_come_from_the_models_own_tuning(monkeypatch, tmp_pat
 
     job = dict(out_dir=str(tmp_path), reward="dnc", method="refl")
     assert AlignJob(**job).config().beta == models.REGISTRY["embedded"].alignment.beta["dnc"]
-    spec = dataclasses.replace(models.REGISTRY["embedded"], alignment=AlignmentDefaults(beta={"dnc": 7.0}, lr={"refl": 1e-5}))
+    tuned = AlignmentDefaults(beta={"dnc": 7.0}, lr={"refl": 1e-5}, prompts=("a cube",))
+    spec = dataclasses.replace(models.REGISTRY["embedded"], alignment=tuned)
     monkeypatch.setitem(models.REGISTRY, "embedded", spec)
     config = AlignJob(**job).config()
     assert (config.beta, config.lr) == (7.0, 1e-5)
+    assert AlignJob(**job).prompts == ["a cube"]
     assert AlignJob(**job, beta=2.0, lr=3e-4).config().beta == 2.0  # the user's numbers win
+
+
+def test_each_models_default_prompts_pass_its_own_rules():
+    from engine.models.embedded.grammar import SHAPES, parse_prompt
+
+    for spec in REGISTRY.values():
+        spec.prompts.validate(list(spec.example_prompts) + list(spec.alignment.prompts))
+        assert spec.alignment.prompts, f"{spec.name}: an alignment job without prompts needs defaults"
+    # The embedded model's examples (the demo's and the preference study's prompts): one per shape.
+    assert [parse_prompt(p).shape for p in REGISTRY["embedded"].example_prompts] == list(SHAPES)

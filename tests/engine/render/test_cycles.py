@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.grammar import Prompt
-from engine.data.procedural import TRUNCATION, field_volume, sample_spec
+from engine.models.embedded.grammar import Prompt
+from engine.models.embedded.procedural import TRUNCATION, field_volume, sample_spec
 from engine.geometry.mesh import Mesh, extract_mesh
 from engine.models.fields import SDFGrid
 from engine.render.cameras import Cameras

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from engine.data.grammar import Prompt
-from engine.data.procedural import TRUNCATION, ShapeSpec, field_volume
+from engine.models.embedded.grammar import Prompt
+from engine.models.embedded.procedural import TRUNCATION, ShapeSpec, field_volume
 from engine.models.embedded.model import EmbeddedConfig, EmbeddedModel
 from engine.models.fields import SDFGrid
 from engine.render import render

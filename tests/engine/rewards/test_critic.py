@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine.data.grammar import PromptError
-from engine.data.procedural import TRUNCATION, ShapeSpec, field_volume
+from engine.models.embedded.grammar import PromptError
+from engine.models.embedded.procedural import TRUNCATION, ShapeSpec, field_volume
 from engine.models.fields import SDFGrid
 from engine.render import OrbitConfig, VolumeRenderConfig, orbit_cameras, render
 from engine.rewards.critic import (
@@ -154,3 +154,16 @@ def test_bad_input_is_rejected(critic, renders64):
     with pytest.raises(ValueError, match="mode"):
         PromptCritic(critic, mode="logit")
     assert math.isfinite(float(reward(_slice(renders64, 1), ["the red cube"])))
+
+
+def test_vocabulary_is_the_embedded_models_and_matches_reads_prompts_like_the_score(critic):
+    from engine.models.embedded.grammar import COLOURS, SHAPES
+
+    # The shipped weights name the same words, in the same order, as the model whose prompts they read.
+    assert critic.config.shapes == SHAPES and critic.config.colours == tuple(COLOURS)
+    assert PromptCritic.matches("a red cube", "cube", "red")
+    assert not PromptCritic.matches("a red cube", "cube", "blue")
+    assert not PromptCritic.matches("a cone", "pyramid", "green")
+    assert PromptCritic.matches("a tall cone", "cone", "green")  # no colour word: the shape alone decides
+    with pytest.raises(PromptError):
+        PromptCritic.matches("a wooden chair", "cube", "red")

@@ -13,7 +13,7 @@ from engine.rewards import build_reward_expression
 from engine.rewards.base import WeightedSum
 from engine.rewards.errors import RewardModelMissing
 from engine.rewards.critic import load_critic
-from engine.rewards.preference import (CriticFeatures, FitSettings, PreferenceError, PreferenceReward, feature_net,
+from engine.rewards.preference import (FitSettings, PreferenceError, PreferenceReward, feature_net,
                                        check_pick_counts, fit_head, load_head, load_picks, load_preference,
                                        pick_features, picks_document, save_head)
 from engine.rewards.preference_study import RULES, held_out_auc, make_candidates, marks_from_measure, rule_measure
@@ -30,7 +30,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def features():
-    return CriticFeatures()
+    return feature_net()  # the default kind, critic+layout
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_head_round_trips_through_safetensors_and_strict_json(tmp_path, study, f
     again = load_head(tmp_path / "pref")
     for name in ("weight", "mean", "std"):
         assert torch.equal(getattr(again, name), getattr(head, name))
-    assert again.meta == head.meta and again.meta["feature"] == "critic" and again.meta["dim"] == 128
+    assert again.meta == head.meta and again.meta["feature"] == "critic+layout" and again.meta["dim"] == 128 + 192
     assert torch.allclose(again.score(held.features), head.score(held.features))
     reward = load_preference(tmp_path / "pref")
     assert reward.channels == frozenset({"rgb"})
@@ -112,8 +112,8 @@ def test_reward_gradient_reaches_the_latent_and_matches_finite_differences(model
     train, _ = study
     marks, _ = marks_from_measure(rule_measure(RULES["orange"], model, train), False)
     head = fit_head(train.features, marks, train.prompts)
-    net = CriticFeatures()
-    net.net = load_critic().double()  # float64 for the finite-difference check (the shared critic stays fp32)
+    net = feature_net()
+    net.nets[0].net = load_critic().double()  # float64 for the finite-difference check (the shared critic stays fp32)
     m64 = load_model("embedded")
     m64.config.render_resolution = 12
     m64.autoencoder.to(torch.float64)
@@ -164,6 +164,15 @@ def test_picks_file_resamples_assets_from_a_generate_manifest_and_reads_latent_f
     ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a cube", "seed": 1.5, "mark": "liked"}]}, "seed"),
     ({"format": "nabla-picks", "version": 2, "assets": []}, "version"),
     ([{"prompt": "a cube"}], "format"),
+    ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a cube", "seed": 1, "mark": "liked", "colour": 1}]},
+     "assets\\[0\\]: unknown field"),
+    ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a cube", "seed": 1, "mark": "liked", "model": "nope"}]},
+     "assets\\[0\\]: unknown model"),
+    ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a cube", "seed": 1, "mark": "liked", "sampler": {"steps": 0}}]},
+     "bad sampler settings"),
+    ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a cube", "seed": 1, "mark": "liked", "manifest": "none.json"}]},
+     "manifest not found"),
+    ({"format": "nabla-picks", "version": 1, "assets": [{"prompt": "a cube", "seed": float("nan"), "mark": "liked"}]}, "strict JSON"),
 ])
 def test_bad_picks_are_refused_naming_the_entry(tmp_path, bad, match):
     (tmp_path / "picks.json").write_text(json.dumps(bad))
@@ -171,11 +180,50 @@ def test_bad_picks_are_refused_naming_the_entry(tmp_path, bad, match):
         load_picks(tmp_path / "picks.json")
 
 
+def test_picks_are_read_with_the_one_reader_one_pick_per_asset(tmp_path):
+    """load_picks reads through engine/picks.py: a re-marked asset counts once, with its last mark;
+    a missing file is a PreferenceError (a ValueError: exit 2 on the command line)."""
+    from engine import picks as picks_file
+
+    entries = [{"prompt": "a cube", "seed": 1, "mark": "liked", "name": "a_cube_seed1"},
+               {"prompt": "a cube", "seed": 1, "mark": "liked", "name": "a_cube_seed1_v1", "adapter": "ad"},
+               {"prompt": "a cube", "seed": 1, "mark": "disliked", "name": "a_cube_seed1"}]
+    picks_file.save(tmp_path / "picks.json", entries)
+    read = load_picks(tmp_path / "picks.json")
+    assert [(p.mark, p.adapter) for p in read] == [("liked", str(tmp_path / "ad")), ("disliked", None)]
+    again = tmp_path / "again" / "picks.json"
+    again.parent.mkdir()
+    again.write_text(json.dumps(picks_document(read)))
+    assert load_picks(again) == read, "picks_document round-trips (absolute paths)"
+    with pytest.raises(PreferenceError, match="not found") as err:
+        load_picks(tmp_path / "missing.json")
+    assert isinstance(err.value, ValueError)
+
+
 def _picks_file(path, n_liked: int, n_disliked: int):
     assets = [{"prompt": "a cube", "seed": i, "mark": "liked", "sampler": {"steps": 4}} for i in range(n_liked)]
     assets += [{"prompt": "a torus", "seed": i, "mark": "disliked", "sampler": {"steps": 4}} for i in range(n_disliked)]
     path.write_text(json.dumps({"format": "nabla-picks", "version": 1, "assets": assets}))
     return path
+
+
+def test_cli_fit_on_device_auto_with_latent_files(tmp_path, model, capsys):
+    """``--device auto`` is resolved before torch sees it (here it is the CPU): latents read from files
+    move to it."""
+    from engine.fileio import write_safetensors
+
+    assets = []
+    for i in range(8):
+        prompt, mark = ("a cube", "liked") if i % 2 == 0 else ("a torus", "disliked")
+        z = sample(model, [prompt], [i], SamplerConfig(steps=2)).latents[0]
+        write_safetensors(tmp_path / f"z{i}.safetensors", {"latent": z.contiguous()})
+        assets.append({"prompt": prompt, "seed": i, "mark": mark, "latent": f"z{i}.safetensors"})
+    (tmp_path / "picks.json").write_text(json.dumps({"format": "nabla-picks", "version": 1, "assets": assets}))
+    code = main(["preferences", "fit", "--picks", str(tmp_path / "picks.json"), "--out", str(tmp_path / "pref"),
+                 "--device", "auto", "--feature", "layout", "--folds", "2"])
+    assert code == 0, capsys.readouterr().err
+    assert "held-out agreement (2-fold cross-validation)" in capsys.readouterr().out
+    assert load_head(tmp_path / "pref").meta["picks"] == {"liked": 4, "disliked": 4, "neutral": 0}
 
 
 def test_cli_fit_then_align_with_the_preference_reward(tmp_path, capsys):
@@ -247,3 +295,67 @@ def test_pairs_within_and_across_prompts_with_their_weights():
     got = {tuple(p): w for p, w in zip(pairs.tolist(), weights.tolist())}
     # liked > disliked: 1 within a prompt, 0.5 across; neutral pairs at half that
     assert got == {(0, 1): 1.0, (0, 2): 0.25, (2, 1): 0.25, (3, 1): 0.5, (3, 2): 0.5}
+
+
+def test_preference_gradient_points_along_the_rule_it_was_fitted_on(model, study):
+    """The probe behind docs/preferences.md, "Why it failed": for "prefers taller objects", the latent
+    gradient of the fitted preference must point along the gradient of the rule's own differentiable
+    measure (silhouette height), and a step along it must make the decoded objects taller. With the
+    critic's pooled features alone (the former default) the mean cosine was 0.04 and the head climbed
+    toward "looks like a liked shape" instead."""
+    from engine.render import render
+    from engine.render.cameras import orbit_cameras
+    from engine.rewards.preference import fit_orbit, fit_render_config
+    from engine.rewards.preference_study import SilhouetteHeight, field_height
+
+    train, held = study
+    rule = RULES["taller"]
+    marks, _ = marks_from_measure(rule_measure(rule, model, train), False)
+    head = fit_head(train.features, marks, train.prompts)
+    reward, direct = PreferenceReward(head, feature_net()), SilhouetteHeight()
+    cams = orbit_cameras(OrbitConfig(views=4, random_azimuth=True, elevation_jitter=5.0), torch.Generator().manual_seed(0))
+    config = VolumeRenderConfig(resolution=24, samples=24)
+    z0 = held.latents[:24]
+
+    def grad(r):
+        z = z0.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(r(render(model.decode(z), cams, config), held.prompts[:24]).sum(), z)
+        return g.flatten(1)
+
+    g_pref, g_rule = grad(reward), grad(direct)
+    cosine = torch.nn.functional.cosine_similarity(g_pref, g_rule, dim=1)
+    assert float(cosine.mean()) > 0.2, cosine  # 0.39 measured; 0.04 with the critic features alone
+    step = (g_pref / g_pref.norm(dim=1, keepdim=True)).view_as(z0) * 0.1 * z0[0].numel() ** 0.5
+    with torch.no_grad():
+        taller = field_height(model, z0 + step).mean() - field_height(model, z0).mean()
+        assert float(taller) > 0.06, float(taller)  # +0.10 measured; +0.03 with the critic features alone
+        # and the preference itself rises along its gradient, on the fit views
+        before = reward(render(model.decode(z0), orbit_cameras(fit_orbit()), fit_render_config()), held.prompts[:24])
+        after = reward(render(model.decode(z0 + step), orbit_cameras(fit_orbit()), fit_render_config()), held.prompts[:24])
+    assert float(after.mean()) > float(before.mean())
+
+
+def test_nearly_constant_features_cannot_dominate_the_score():
+    """A feature that barely varies over the picks (a background pixel) is standardised with a floored
+    std: moving it by far more than the picks ever did changes the score boundedly, instead of by
+    (shift / tiny std) * weight."""
+    from engine.rewards.preference import STD_FLOOR, fit_bradley_terry, preference_pairs
+
+    g = torch.Generator().manual_seed(0)
+    n = 24
+    marks = ["liked"] * 8 + ["disliked"] * 8 + ["neutral"] * 8
+    label = torch.tensor([1.0] * 8 + [-1.0] * 8 + [0.0] * 8)
+    x = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    x[:, 0] += 3 * label  # an informative feature of ordinary spread
+    x[:, 5] = 0.3 + 1e-5 * label + 1e-6 * torch.randn(n, generator=g, dtype=torch.float64)  # tiny spread, follows the marks
+    pairs, weights = preference_pairs(marks, ["a cube"] * n)
+    w, mean, std, _ = fit_bradley_terry(x, pairs, weights)
+    assert float(std[5]) >= STD_FLOOR * float(std.median()) - 1e-6
+    head_score = lambda f: ((f.float() - mean) / std) @ w  # noqa: E731
+    probe = x[:1].clone()
+    moved = probe.clone()
+    moved[0, 5] += 0.05  # 5,000 times the feature's spread over the picks
+    assert abs(float(head_score(moved) - head_score(probe))) < 1.0
+    # the informative feature still carries the ranking
+    scores = head_score(x)
+    assert float(scores[:8].min()) > float(scores[8:16].max()) and float(w[0]) > 0

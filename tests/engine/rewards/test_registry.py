@@ -37,6 +37,18 @@ def test_every_built_in_is_listed_with_its_options():
     assert "palette.palette=" in text  # how to pass an option on a command line
 
 
+def test_the_reward_list_says_which_rewards_only_some_models_take():
+    """The critic (RewardSpec.models: the embedded model) was listed like any other reward, and the
+    limit showed only as a refusal when run with another model."""
+    specs = {spec.name: spec for spec in list_rewards()}
+    assert specs["critic"].models == ("embedded",) and specs["palette"].models is None
+    blocks = format_reward_list().split("\n\n")
+    critic = next(b for b in blocks if b.lstrip().startswith("critic "))
+    assert "only with --model embedded" in critic
+    palette = next(b for b in blocks if b.lstrip().startswith("palette "))
+    assert "only with" not in palette
+
+
 def test_cli_strings_build_the_same_reward_as_python_values(red_sphere_blue_cube):
     r = red_sphere_blue_cube
     direct = PaletteReward([RED, BLUE], softness=0.1)(r, PROMPTS)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from engine.data.procedural import TRUNCATION, ShapeSpec, field_volume
+from engine.models.embedded.procedural import TRUNCATION, ShapeSpec, field_volume
 from engine.models.fields import SDFGrid
 from engine.render import OrbitConfig, VolumeRenderConfig, orbit_cameras, render
 from engine.rewards import DepthNormalConsistency, PaletteReward, WeightedSum

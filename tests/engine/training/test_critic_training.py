@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from engine.data.grammar import COLOURS, SHAPES, parse_prompt
-from engine.data.procedural import field_volume, sample_spec
+from engine.models.embedded.grammar import COLOURS, SHAPES, parse_prompt
+from engine.models.embedded.procedural import field_volume, sample_spec
 from engine.rewards.critic import CriticConfig, CriticNet
 from engine.training.critic import (
     DEGRADATIONS,

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from engine.data.grammar import COLOURS, SHAPES, PromptError
+from engine.models.embedded.grammar import COLOURS, SHAPES, PromptError
 from engine.geometry.mesh import Mesh, save_npz, srgb_to_linear
 from engine.sampling.sampler import Cancelled
+from engine.generate import job as generate_job_module
 from engine.worker import jobs
-from engine.worker.jobs import GenerateParams, JobContext, ModelCache
+from engine.worker.jobs import JobContext, ModelCache, generate_job
 from engine.worker.protocol import BadInput
 
 
@@ -25,15 +26,15 @@ def sink():
 
 
 def test_generate_params_defaults(tmp_path):
-    p = GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "new")})
+    p = generate_job({"prompt": "a red cube", "out_dir": str(tmp_path / "new")})
     assert (p.count, p.seed, p.steps, p.guidance, p.scheduler, p.adapter) == (1, 0, 20, None, "ddim", None)
-    assert GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path), "guidance": None}).guidance is None
-    assert GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path), "steps": 4.0}).steps == 4
+    assert generate_job({"prompt": "a red cube", "out_dir": str(tmp_path), "guidance": None}).guidance is None
+    assert generate_job({"prompt": "a red cube", "out_dir": str(tmp_path), "steps": 4.0}).steps == 4
 
 
 def test_prompt_outside_vocabulary_lists_the_vocabulary(tmp_path):
     with pytest.raises(PromptError) as info:
-        GenerateParams.from_params({"prompt": "a shiny cube", "out_dir": str(tmp_path / "o")})
+        generate_job({"prompt": "a shiny cube", "out_dir": str(tmp_path / "o")})
     assert "'shiny' is not in the vocabulary" in str(info.value)
     assert all(w in str(info.value) for w in (*COLOURS, *SHAPES))
 
@@ -58,16 +59,16 @@ def test_prompt_outside_vocabulary_lists_the_vocabulary(tmp_path):
 def test_bad_generate_params_are_refused(tmp_path, change, words):
     params = {"prompt": "a red cube", "out_dir": str(tmp_path / "o"), **change}
     with pytest.raises(BadInput) as info:
-        GenerateParams.from_params(params)
+        generate_job(params)
     assert words in str(info.value)
 
 
 def test_missing_out_dir_and_non_empty_out_dir_are_refused(tmp_path):
     with pytest.raises(BadInput, match="missing parameter"):
-        GenerateParams.from_params({"prompt": "a red cube"})
+        generate_job({"prompt": "a red cube"})
     (tmp_path / "keep.txt").write_text("mine")
-    with pytest.raises(BadInput, match="not an empty folder"):
-        GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path)})
+    with pytest.raises(BadInput, match="is not empty"):
+        generate_job({"prompt": "a red cube", "out_dir": str(tmp_path)})
 
 
 def test_progress_is_clamped_monotone_and_throttled():
@@ -136,6 +137,8 @@ def test_align_job_forwards_params_progress_previews_and_cancel(monkeypatch, tmp
         calls["params"], calls["cancel_seen"] = params, should_cancel()
         progress(0.5, "half")
         preview(tmp_path / "p.png", "step 1")
+        preview(tmp_path / "p.npz", "step 1")
+        preview(tmp_path / "reward_curve.png", "reward curve after round 1")
         return {"adapter_path": "/x"}
 
     use_align(monkeypatch, fake_module("engine.align", run_alignment=run_alignment))
@@ -145,7 +148,11 @@ def test_align_job_forwards_params_progress_previews_and_cancel(monkeypatch, tmp
     assert calls == {"params": {"prompt": "a red cube"}, "cancel_seen": True}
     assert sent == [
         {"type": "progress", "id": "j", "fraction": 0.5, "message": "half"},
-        {"type": "preview", "id": "j", "path": str(tmp_path / "p.png"), "label": "step 1"},
+        {"type": "preview", "id": "j", "path": str(tmp_path / "p.png"), "kind": "image", "label": "step 1"},
+        {"type": "preview", "id": "j", "path": str(tmp_path / "p.npz"), "kind": "mesh", "label": "step 1"},
+        # the curve says so: the Blender layer no longer looks for "curve" in the label
+        {"type": "preview", "id": "j", "path": str(tmp_path / "reward_curve.png"), "kind": "curve",
+         "label": "reward curve after round 1"},
     ]
 
 
@@ -204,15 +211,20 @@ def test_model_is_cached_and_reloaded_when_the_adapter_changes(monkeypatch, tmp_
 
 def test_adapter_weight_needs_an_adapter(tmp_path):
     with pytest.raises(BadInput, match="adapter_weight needs an adapter"):
-        GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "adapter_weight": 0.5})
-    p = GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "adapter": str(tmp_path), "adapter_weight": 0.5})
+        generate_job({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "adapter_weight": 0.5})
+    p = generate_job({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "adapter": str(tmp_path), "adapter_weight": 0.5})
     assert (p.adapter, p.adapter_weight) == (tmp_path, 0.5)
 
 
-def test_count_is_bounded_by_the_one_limit_the_cli_shares():
+def test_count_is_bounded_by_the_one_limit_the_cli_shares(tmp_path, capsys):
     from engine import cli, params
 
-    assert jobs.MAX_COUNT is params.MAX_COUNT is cli.MAX_COUNT == 256
+    base = {"prompt": "a red cube", "out_dir": str(tmp_path / "w")}
+    assert generate_job({**base, "count": params.MAX_COUNT}).count == params.MAX_COUNT == 256
+    with pytest.raises(BadInput, match="256"):
+        generate_job({**base, "count": params.MAX_COUNT + 1})
+    assert cli.main(["generate", "--prompt", "a red cube", "--count", "257", "--out", str(tmp_path / "c")]) == 2
+    assert "256" in capsys.readouterr().err and not (tmp_path / "c").exists()
 
 
 def test_unavailable_device_is_bad_input_naming_the_offered_devices(tmp_path, monkeypatch):
@@ -222,7 +234,7 @@ def test_unavailable_device_is_bad_input_naming_the_offered_devices(tmp_path, mo
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     expected = f"device 'cuda' is not available: this torch ({torch.__version__}) offers auto, cpu"
     with pytest.raises(BadInput) as info:
-        GenerateParams.from_params({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "device": "cuda"})
+        generate_job({"prompt": "a red cube", "out_dir": str(tmp_path / "o"), "device": "cuda"})
     assert str(info.value) == expected
     with pytest.raises(BadInput) as info:  # the real alignment job: refused before any work
         jobs.run_align({"out_dir": str(tmp_path / "a"), "reward": "dnc", "device": "cuda"}, JobContext("j", lambda m: None))
@@ -281,47 +293,48 @@ def staging_folder(parent, name, files=("a_red_cube_seed0.npz",)):
 
 def test_stale_staging_folders_of_killed_jobs_are_removed_and_nothing_else(tmp_path):
     stale = staging_folder(tmp_path, ".old_job.partial-0123abcd")
-    age(stale, 2 * jobs.STAGING_STALE_AFTER_S)
+    age(stale, 2 * generate_job_module.STAGING_STALE_AFTER_S)
     live = staging_folder(tmp_path, ".running_job.partial-89abcdef")  # another worker exporting now
     age(live, 60)
     # a live export that has been writing one big file for a long time: its file's mtime is recent
     long_write = staging_folder(tmp_path, ".slow_job.partial-00ff00ff")
-    age(long_write, 2 * jobs.STAGING_STALE_AFTER_S)
+    age(long_write, 2 * generate_job_module.STAGING_STALE_AFTER_S)
     os.utime(long_write / "a_red_cube_seed0.npz")
     keep = {}
     for name in (".cache", ".old_job.partial-0123ABCD", ".old_job.partial-0123abc", ".partial-0123abcd",
                  "old_job.partial-0123abcd", ".old_job.partial-0123abcd.bak"):  # not the pattern
         keep[name] = staging_folder(tmp_path, name)
-        age(keep[name], 2 * jobs.STAGING_STALE_AFTER_S)
+        age(keep[name], 2 * generate_job_module.STAGING_STALE_AFTER_S)
     target = staging_folder(tmp_path, "precious")
-    age(target, 2 * jobs.STAGING_STALE_AFTER_S)
+    age(target, 2 * generate_job_module.STAGING_STALE_AFTER_S)
     link = tmp_path / ".linked.partial-deadbeef"
     link.symlink_to(target, target_is_directory=True)  # never followed
     plain_file = tmp_path / ".file.partial-cafef00d"
     plain_file.write_bytes(b"not a folder")
-    age(plain_file, 2 * jobs.STAGING_STALE_AFTER_S)
+    age(plain_file, 2 * generate_job_module.STAGING_STALE_AFTER_S)
 
-    assert jobs.remove_stale_staging(tmp_path) == [stale]
+    assert generate_job_module.remove_stale_staging(tmp_path) == [stale]
     assert not stale.exists()
     for folder in (live, long_write, *keep.values(), target):
         assert (folder / "a_red_cube_seed0.npz").is_file(), folder.name
     assert link.is_symlink() and plain_file.is_file()
-    assert jobs.remove_stale_staging(tmp_path / "missing") == []  # never raises
+    assert generate_job_module.remove_stale_staging(tmp_path / "missing") == []  # never raises
 
 
 def test_next_generate_job_removes_a_killed_jobs_staging_folder(tmp_path):
     """A SIGKILL during export left ``.<name>.partial-<hex>``; the next job cleans it and succeeds."""
     stale = staging_folder(tmp_path, ".assets.partial-1a2b3c4d", ["a_red_cube_seed0.npz", ".a_red_cube_seed0.glb.x.tmp"])
-    age(stale, 2 * jobs.STAGING_STALE_AFTER_S)
+    age(stale, 2 * generate_job_module.STAGING_STALE_AFTER_S)
     unrelated = staging_folder(tmp_path, ".blender_cache")
-    age(unrelated, 2 * jobs.STAGING_STALE_AFTER_S)
+    age(unrelated, 2 * generate_job_module.STAGING_STALE_AFTER_S)
     out = tmp_path / "assets"  # the same out_dir as the killed job: it never got renamed into place
     data = jobs.run_generate({"prompt": "a red cube", "seed": 7, "steps": 2, "out_dir": str(out)},
                              JobContext("j", lambda m: None))
     assert not stale.exists() and (unrelated / "a_red_cube_seed0.npz").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".blender_cache", "assets"]  # no staging left
     assert sorted(p.name for p in out.iterdir()) == ["a_red_cube_seed7.glb", "a_red_cube_seed7.npz", "manifest.json"]
-    assert data["assets"][0]["glb_path"] == str(out / "a_red_cube_seed7.glb")
+    assert data["out_dir"] == str(out) and data["assets"][0]["files"] == {"npz": "a_red_cube_seed7.npz",
+                                                                         "glb": "a_red_cube_seed7.glb"}
     # the GLB's node and mesh are named after the asset (they were "geometry_0"), with normals
     scene = trimesh.load(out / "a_red_cube_seed7.glb")
     assert list(scene.geometry) == ["red_cube_seed7"] and scene.graph.nodes_geometry == ["red_cube_seed7"]
@@ -333,10 +346,10 @@ def test_next_generate_job_removes_a_killed_jobs_staging_folder(tmp_path):
 def test_model_choice_is_checked_and_keys_the_cache(tmp_path):
     base = {"prompt": "a red cube", "out_dir": str(tmp_path / "out")}
     with pytest.raises(BadInput, match="unknown model 'shap-f'; choose one of embedded"):
-        GenerateParams.from_params({**base, "model": "shap-f"})
+        generate_job({**base, "model": "shap-f"})
     with pytest.raises(BadInput, match="model_path 'rel/dir' must be an absolute path to a folder"):
-        GenerateParams.from_params({**base, "model_path": "rel/dir"})
-    p = GenerateParams.from_params({**base, "model_path": str(tmp_path)})
+        generate_job({**base, "model_path": "rel/dir"})
+    p = generate_job({**base, "model_path": str(tmp_path)})
     assert (p.model, p.model_path) == ("embedded", tmp_path)
 
     import shutil
@@ -366,7 +379,7 @@ def test_a_shap_e_folder_runs_a_generate_job_and_keys_the_cache(tmp_path, tiny_s
                               "out_dir": str(out), "model": "shap-e", "model_path": str(tiny_shap_e)},
                              JobContext("j", lambda m: None))
     assert [a["seed"] for a in data["assets"]] == [3, 4] and all(a["vertices"] > 0 for a in data["assets"])
-    assert all(Path(a["glb_path"]).is_file() for a in data["assets"])
+    assert all((out / a["files"]["glb"]).is_file() for a in data["assets"])
 
 
 def test_a_diffsplat_folder_runs_generate_and_align_jobs_and_the_adapter_comes_back(tmp_path, tiny_diffsplat):
@@ -403,8 +416,8 @@ def test_a_320_character_open_text_prompt_gets_bounded_file_names(tmp_path, tiny
     data = jobs.run_generate({"prompt": prompt, "steps": 2, "scheduler": "heun", "out_dir": str(tmp_path / "out"),
                               "model": "shap-e", "model_path": str(tiny_shap_e)}, JobContext("j", lambda m: None))
     (asset,) = data["assets"]
-    assert asset["prompt"] == prompt and Path(asset["glb_path"]).name == f"{slug(prompt)}_seed0.glb"
-    assert Path(asset["glb_path"]).is_file() and Path(asset["mesh_path"]).is_file()
+    assert asset["prompt"] == prompt and asset["files"]["glb"] == f"{slug(prompt)}_seed0.glb"
+    assert all((tmp_path / "out" / name).is_file() for name in asset["files"].values())
     assert max(len(p.name) for p in (tmp_path / "out").iterdir()) <= 80
 
 
@@ -415,9 +428,24 @@ def test_a_generate_job_stages_in_the_folder_named_after_its_id(tmp_path, monkey
 
     out = tmp_path / "assets"
     seen = []
-    real = jobs.save_npz
-    monkeypatch.setattr(jobs, "save_npz", lambda mesh, path: (seen.append(Path(path).parent), real(mesh, path))[1])
+    from engine.geometry import mesh as mesh_module
+
+    real = mesh_module.save_npz
+    monkeypatch.setattr(mesh_module, "save_npz", lambda mesh, path: (seen.append(Path(path).parent), real(mesh, path))[1])
     jobs.run_generate({"prompt": "a red cube", "steps": 2, "out_dir": str(out)}, JobContext("0123456789ab", lambda m: None))
     assert seen == [protocol.staging_dir(out, "0123456789ab")]
-    assert jobs._STAGING_NAME.fullmatch(seen[0].name) and seen[0].parent == tmp_path
+    assert generate_job_module.STAGING_NAME.fullmatch(seen[0].name) and seen[0].parent == tmp_path
     assert not seen[0].exists() and (out / "manifest.json").is_file()
+
+
+def test_a_generate_job_with_preview_sends_its_sheet_as_an_image_preview(tmp_path):
+    out = tmp_path / "out"
+    sent, send = sink()
+    data = jobs.run_generate({"prompt": "a red cube", "count": 2, "steps": 2, "out_dir": str(out), "preview": True,
+                              "preview_renderer": "volume", "preview_resolution": 8},
+                             JobContext("j", send, min_interval=0.0))
+    previews = [m for m in sent if m["type"] == "preview"]
+    assert previews == [{"type": "preview", "id": "j", "path": str(out / "preview.png"), "kind": "image",
+                         "label": previews[0]["label"]}]
+    assert data["preview"] == {"file": "preview.png", "renderer": "volume", "columns": 2}
+    assert (out / "preview.png").is_file() and data["formats"] == ["npz", "glb"]

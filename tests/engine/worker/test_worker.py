@@ -1,4 +1,5 @@
 """The worker process end to end, driven through WorkerClient as Blender and batch mode drive it."""
+import json
 import os
 import signal
 import sys
@@ -96,15 +97,15 @@ def test_generate_writes_meshes_and_reports_rising_progress(client, tmp_path):
     assert set(data["timings"]) >= {"load_s", "sample_s", "mesh_s", "export_s", "total_s"}
     for asset in data["assets"]:
         assert asset["prompt"] == "a red cube"
-        with np.load(asset["mesh_path"]) as f:
+        with np.load(out / asset["files"]["npz"]) as f:
             v, faces, colors = f["vertices"], f["faces"], f["colors"]
         assert v.dtype == np.float32 and v.ndim == 2 and v.shape[1] == 3 and len(v) == asset["vertices"] > 50
         assert faces.dtype == np.int32 and faces.shape == (asset["faces"], 3) and 0 <= faces.min() and faces.max() < len(v)
         assert colors.shape == (len(v), 4) and np.all((0 <= colors) & (colors <= 1))
         assert np.abs(v).max() < 1.05  # the engine's [-1, 1]^3 box (+ the closing shell: one 48^3 voxel)
-        glb = load_mesh(asset["glb_path"])
+        glb = load_mesh(out / asset["files"]["glb"])
         np.testing.assert_allclose(glb.vertices, v, atol=1e-5)  # same mesh, same Z-up frame after import
-    assert (out / "manifest.json").is_file()
+    assert json.loads((out / "manifest.json").read_text()) == {k: v for k, v in data.items() if k != "out_dir"}
     assert no_leftovers(tmp_path) == []
 
 
@@ -213,7 +214,7 @@ def test_poll_never_blocks(client, tmp_path):
 def test_run_job_sync_returns_data_and_raises_job_errors(client, tmp_path):
     seen = []
     data = run_job_sync(client, "generate", {"prompt": "a white pyramid", "steps": 2, "out_dir": tmp_path / "a"}, on_message=seen.append)
-    assert os.path.isfile(data["assets"][0]["mesh_path"])
+    assert os.path.isfile(os.path.join(data["out_dir"], data["assets"][0]["files"]["npz"]))
     assert [m["type"] for m in seen][-1] == "result" and any(m["type"] == "progress" for m in seen)
     with pytest.raises(JobError) as info:
         run_job_sync(client, "generate", {"prompt": "a red cube", "count": 0, "out_dir": tmp_path / "b"})
@@ -281,7 +282,7 @@ def test_an_align_job_on_a_folder_another_run_holds_is_refused(client, tmp_path)
 
 def test_run_job_sync_with_an_interpreter_path_runs_a_worker_for_one_job(tmp_path):
     data = run_job_sync(sys.executable, "generate", {"prompt": "a purple sphere", "steps": 2, "out_dir": tmp_path / "a"})
-    assert [a["seed"] for a in data["assets"]] == [0] and os.path.isfile(data["assets"][0]["glb_path"])
+    assert [a["seed"] for a in data["assets"]] == [0] and os.path.isfile(tmp_path / "a" / data["assets"][0]["files"]["glb"])
 
 
 def test_a_crash_fails_the_running_and_queued_jobs_and_the_client_can_restart(tmp_path):

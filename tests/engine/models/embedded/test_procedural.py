@@ -1,7 +1,7 @@
 import torch
 
-from engine.data.grammar import SHAPES, Prompt
-from engine.data.procedural import TRUNCATION, field_volume, grid_points, sample_spec, sdf_world
+from engine.models.embedded.grammar import SHAPES, Prompt
+from engine.models.embedded.procedural import TRUNCATION, field_volume, grid_points, sample_spec, sdf_world
 
 
 def _specs(seed=0):

@@ -10,13 +10,15 @@ Examples: "a red cube", "a tall blue cylinder", "a torus", "small green cone".
 A missing size or colour means "any": the model samples the whole distribution for that slot.
 
 Parsing is the boundary where user text enters the engine, so every rejection raises
-:class:`PromptError` with a message that lists the vocabulary.
+:class:`PromptError` with a message that lists the vocabulary. :class:`Grammar` is these rules as
+the registry's ``PromptRules`` (``engine/models/prompts.py``). Pure Python: the registry imports it
+before torch loads.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..models.prompts import PromptError as BasePromptError
+from ..prompts import PromptError as BasePromptError
 
 # sRGB display values in [0, 1]; the procedural data jitters around them.
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -96,6 +98,22 @@ def parse_prompt(text: str) -> Prompt:
     return Prompt(shape=shape, colour=colour, size=size)
 
 
+# One prompt per shape, no colour or size: what the demo generates and the preference study marks
+# (the registry's ``ModelSpec.example_prompts``).
+EXAMPLE_PROMPTS: tuple[str, ...] = tuple(Prompt(shape=s).text for s in SHAPES)
+
+
 def all_colour_shape_prompts() -> list[Prompt]:
     """Every colour x shape prompt (no size word): the evaluation grid."""
     return [Prompt(shape=s, colour=c) for s in SHAPES for c in COLOURS]
+
+
+class Grammar:
+    """The embedded model's ``PromptRules``: its closed grammar above."""
+
+    def validate(self, prompts: list[str]) -> None:
+        for p in prompts:
+            parse_prompt(p)
+
+    def vocabulary(self) -> str:
+        return vocabulary_text()

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.data.grammar import COLOURS, SHAPES, SIZES, Prompt, PromptError, all_colour_shape_prompts, parse_prompt, vocabulary_text
+from engine.models.embedded.grammar import COLOURS, SHAPES, SIZES, Prompt, PromptError, all_colour_shape_prompts, parse_prompt, vocabulary_text
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,22 @@ def test_prompt_text_round_trips():
 def test_vocabulary_lists_every_word():
     text = vocabulary_text()
     assert all(w in text for w in (*SHAPES, *COLOURS, *SIZES))
+
+
+def test_grammar_is_the_registrys_prompt_rules_and_imports_first_without_torch():
+    import subprocess
+    import sys
+
+    from engine.models import prompt_rules
+    from engine.models.embedded.grammar import Grammar
+    from engine.models.prompts import PromptError as AnyModelsPromptError
+
+    assert isinstance(prompt_rules("embedded"), Grammar)
+    Grammar().validate(["a red cube", "tall blue cylinder"])
+    with pytest.raises(AnyModelsPromptError, match="'plaid' is not in the vocabulary"):
+        Grammar().validate(["a red cube", "a plaid cube"])
+    assert Grammar().vocabulary() == vocabulary_text()
+    # Imported on its own, first: no import circle with engine/models/prompts.py, and no torch.
+    code = "import sys, engine.models.embedded.grammar as g; g.parse_prompt('a cube'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,20 +1,13 @@
-"""The geometric judge on ground-truth meshes: accuracy per family, robustness, helpers."""
+"""The embedded model's geometric judge on ground-truth meshes: accuracy per family, robustness."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.data.grammar import AXIAL_SHAPES, COLOURS, SHAPES, Prompt
-from engine.geometry.evaluate import (
-    UNKNOWN,
-    classify_colour,
-    classify_shape,
-    confusion_matrix,
-    evaluate,
-    format_confusion_matrix,
-    ground_truth_mesh,
-)
+from engine.confusion import UNKNOWN, confusion_matrix, format_confusion_matrix
 from engine.geometry.mesh import Mesh
+from engine.models.embedded.grammar import AXIAL_SHAPES, COLOURS, SHAPES, Prompt
+from engine.models.embedded.shape_judge import classify_colour, classify_shape, ground_truth_mesh, judge
 
 NOISE = dict(tsdf_noise=0.05, colour_noise=0.03)
 
@@ -38,7 +31,7 @@ def _judge(resolution: int, seeds: int, **degrade):
         mesh = ground_truth_mesh(prompt, seed, resolution, **degrade)
         shape_pairs.append((prompt.shape, classify_shape(mesh)))
         colour_pairs.append((prompt.colour, classify_colour(mesh)))
-    return confusion_matrix(shape_pairs), confusion_matrix(colour_pairs, labels=tuple(COLOURS))
+    return confusion_matrix(shape_pairs, labels=SHAPES), confusion_matrix(colour_pairs, labels=tuple(COLOURS))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +77,7 @@ def test_clean_48_and_arbitrary_rotations():
         pairs.append((shape, classify_shape(ground_truth_mesh(Prompt(shape, "white"), 8_100 + i, 48))))
         turned = ground_truth_mesh(Prompt(shape, "black"), 8_200 + i, 32, random_rotation=True, **NOISE)
         pairs.append((shape, classify_shape(turned)))
-    matrix = confusion_matrix(pairs)
+    matrix = confusion_matrix(pairs, labels=SHAPES)
     assert matrix.accuracy >= 11 / 12, format_confusion_matrix(matrix)
 
 
@@ -118,7 +111,7 @@ def test_empty_and_debris_meshes_are_unknown():
     sheet = Mesh(sheet_vertices, np.array(sheet_faces), np.full((64, 3), 0.9))
     assert classify_shape(sheet) == UNKNOWN
     assert classify_colour(sheet) == "white"  # a colour is still a colour
-    report = evaluate(empty, "a red cube")
+    report = judge(empty, "a red cube")
     assert (report.shape, report.colour, report.shape_ok, report.colour_ok) == (UNKNOWN, UNKNOWN, False, False)
 
 
@@ -128,41 +121,10 @@ def test_all_nan_field_does_not_crash():
     assert classify_shape(broken) == UNKNOWN
 
 
-def test_colour_is_area_weighted():
-    # One big red square and many tiny blue slivers elsewhere: by vertex count the mesh is blue,
-    # by visible area it is red.
-    big = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]
-    vertices, faces, colours = list(big), [[0, 1, 2], [0, 2, 3]], [COLOURS["red"]] * 4
-    for k in range(40):
-        base = len(vertices)
-        vertices += [[2 + k, 0, 0], [2.01 + k, 0, 0], [2 + k, 0.01, 0]]
-        faces.append([base, base + 1, base + 2])
-        colours += [COLOURS["blue"]] * 3
-    assert classify_colour(Mesh(np.array(vertices), np.array(faces), np.array(colours))) == "red"
-
-
-def test_evaluate_compares_with_the_prompt():
+def test_judge_compares_with_the_prompt():
     mesh = ground_truth_mesh(Prompt("cone", "orange"), 11)
-    assert evaluate(mesh, "an orange cone").ok
-    wrong_colour = evaluate(mesh, Prompt("cone", "blue"))
+    assert judge(mesh, "an orange cone").ok
+    wrong_colour = judge(mesh, Prompt("cone", "blue"))
     assert wrong_colour.shape_ok and not wrong_colour.colour_ok and wrong_colour.colour == "orange"
-    wrong_shape = evaluate(mesh, "a cube")
+    wrong_shape = judge(mesh, "a cube")
     assert not wrong_shape.shape_ok and wrong_shape.colour_ok  # no colour asked: any colour is fine
-
-
-def test_confusion_matrix_rows_and_markdown():
-    pairs = [("cube", "cube"), ("cube", "sphere"), ("torus", UNKNOWN), ("sphere", "sphere"), ("blob", "cube")]
-    matrix = confusion_matrix(pairs)
-    assert matrix.rows == (*SHAPES, "blob")
-    assert matrix.cols == (*SHAPES, UNKNOWN)
-    assert (matrix.total, matrix.correct) == (5, 2)
-    lines = format_confusion_matrix(matrix).splitlines()
-    assert lines[0] == "| true \\ predicted | cube | sphere | cylinder | cone | torus | pyramid | unknown | accuracy |"
-    assert lines[1] == "|---|" + "---:|" * 8
-    assert lines[2] == "| cube | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 50.0% |"
-    assert lines[3] == "| sphere | 0 | 1 | 0 | 0 | 0 | 0 | 0 | 100.0% |"
-    assert lines[4] == "| cylinder | 0 | 0 | 0 | 0 | 0 | 0 | 0 | - |"
-    assert lines[6] == "| torus | 0 | 0 | 0 | 0 | 0 | 0 | 1 | 0.0% |"
-    assert lines[8] == "| blob | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0.0% |"
-    assert lines[9] == "| **all** | 2 | 2 | 0 | 0 | 0 | 0 | 1 | 40.0% |"
-    assert len(lines) == 10
