@@ -12,6 +12,8 @@ orange", "dislikes tori"):
    update;
 4. on held-out (prompt, seed) pairs, every --eval-every rounds, measure the rule's measure, and at
    the end the Fréchet distance of the critic features to the base model's samples (FD to base).
+   no-tori's measure is the critic's mean p(torus) over the held-out renders (continuous; the torus
+   fraction of a few samples moves in steps of 1/N), with the torus fraction as a "2nd" column.
 
 Run (one thread; about 8 minutes with --methods refl on a free CPU core):
 
@@ -89,11 +91,13 @@ def align_config(method: str, rounds: int, steps: int, beta: float, lr: float, t
 
 @torch.no_grad()
 def held_out_figures(model, rule, features, seeds_per_prompt: int, sampler: SamplerConfig, first_seed: int = 2_000_000):
-    """(rule figure, preference features (N, D), critic features (N, 128)) of held-out samples of ``model``
-    (prompts x seeds from ``first_seed``); FD is measured on the critic's features whatever the preference uses."""
+    """(rule figure, its second figure or None, preference features (N, D), critic features (N, 128)) of
+    held-out samples of ``model`` (prompts x seeds from ``first_seed``); FD is measured on the critic's
+    features whatever the preference uses."""
     cands = make_candidates(model, len(STUDY_PROMPTS) * seeds_per_prompt, first_seed, features, sampler)
     critic = CRITIC(cands.renders.rgb).mean(1)
-    return rule.report(rule.sample_measure(model, cands.latents, cands.prompts, cands.renders)), cands.features, critic
+    second = None if rule.second is None else rule.second.report(model, cands.latents, cands.prompts, cands.renders)
+    return rule.report(rule.sample_measure(model, cands.latents, cands.prompts, cands.renders)), second, cands.features, critic
 
 
 CRITIC = None  # the critic's features, for FD (set in main)
@@ -118,6 +122,8 @@ def main(argv=None) -> int:
     for name in args.rules:
         rule = RULES[name]
         row = {"description": rule.description, "unit": rule.unit}
+        if rule.second is not None:
+            row["second_unit"] = rule.second.unit
         marks, thresholds = marks_from_measure(rule_measure(rule, model, train), rule.by_class)
         held_measure = rule_measure(rule, model, held)
         row["auc_by_picks"] = {}
@@ -140,11 +146,13 @@ def main(argv=None) -> int:
         if not args.skip_align:
             # held-out samples with the sampler the aligner trains with, base and finetuned alike
             eval_sampler = align_config("nabla", 1, args.sampling_steps, 1, 1).sampler
-            base_figure, base_feats, base_critic = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler)
+            base_figure, base_second, base_feats, base_critic = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler)
             row["base"] = base_figure
+            if base_second is not None:
+                row["base_second"] = base_second
             row["base_preference_score"] = float(head.score(base_feats).mean())
             # a scale for FD: the base model against itself on other seeds (sampling noise alone)
-            _, _, other_critic = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler, 3_000_000)
+            _, _, _, other_critic = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler, 3_000_000)
             row["fd_base_other_seeds"] = frechet_distance(other_critic, base_critic)
             runs = {"nabla on preference": ("nabla", PreferenceReward(head, features, args.mode), args.beta, args.lr),
                     "refl on preference": ("refl", PreferenceReward(head, features, args.mode), 1.0, tuned.lr_for("refl", name)),
@@ -160,14 +168,17 @@ def main(argv=None) -> int:
                 for r in range(1, args.rounds + 1):
                     aligner.train_step()
                     if r % args.eval_every == 0 or r == args.rounds:
-                        figure, feats, crit = held_out_figures(m, rule, features, args.eval_seeds, eval_sampler)
+                        figure, second, feats, crit = held_out_figures(m, rule, features, args.eval_seeds, eval_sampler)
                         curve.append([r, figure])
                 row[label] = {"figure": figure, "fd_to_base": frechet_distance(crit, base_critic), "curve": curve,
                               "preference_score": float(head.score(feats).mean()), "seconds": time.perf_counter() - t,
                               "lr": lr, "beta": beta}
+                if second is not None:
+                    row[label]["second"] = second
                 print(f"[{name}] {label}: {rule.unit}: {base_figure:.3f} -> {figure:.3f} (curve {curve}), "
                       f"FD to base {row[label]['fd_to_base']:.3f}, preference score {row['base_preference_score']:.3f} -> "
-                      f"{row[label]['preference_score']:.3f} ({row[label]['seconds']:.0f} s)", flush=True)
+                      f"{row[label]['preference_score']:.3f} ({row[label]['seconds']:.0f} s)"
+                      + ("" if second is None else f"; {rule.second.unit}: {base_second:.3f} -> {second:.3f}"), flush=True)
         results["rules"][name] = row
         write_json(args.out / "results.json", results)
     table = results_table(results)
@@ -183,20 +194,33 @@ LABELS = ("nabla on preference", "refl on preference", "refl on the rule's measu
 
 
 def results_table(results: dict) -> str:
+    """The study's markdown table; rules with a second figure (no-tori: the torus fraction beside the
+    mean p(torus)) get it in a "2nd" column after each figure ("-" for the other rules)."""
     labels = [k for k in LABELS if any(k in r for r in results["rules"].values())]
     counts = sorted({int(n) for r in results["rules"].values() for n in r["auc_by_picks"]})
+    seconds = any("second_unit" in r for r in results["rules"].values())
+    fig_cols = (lambda name: (name, "2nd")) if seconds else (lambda name: (name,))
     head = (["rule", "picks (liked/disliked/neutral)"] + [f"AUC, {n} picks" for n in counts]
-            + ["base", "FD base vs other seeds"] + [c for k in labels for c in (k, "FD")])
+            + [*fig_cols("base"), "FD base vs other seeds"] + [c for k in labels for c in (*fig_cols(k), "FD")])
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+
+    def figure_cells(fig: float, second) -> list[str]:
+        return [f"{fig:.3f}"] + (["-" if second is None else f"{second:.3f}"] if seconds else [])
+
     for name, r in results["rules"].items():
         p = r["picks"]
-        cells = [f"{name}: {r['unit']}", f"{p['liked']}/{p['disliked']}/{p['neutral']}"]
+        unit = r["unit"] + (f"; 2nd: {r['second_unit']}" if "second_unit" in r else "")
+        cells = [f"{name}: {unit}", f"{p['liked']}/{p['disliked']}/{p['neutral']}"]
         cells += ["too few" if r["auc_by_picks"].get(str(n)) is None else f"{r['auc_by_picks'][str(n)]:.3f}" for n in counts]
         if "base" in r:
-            cells += [f"{r['base']:.3f}", f"{r['fd_base_other_seeds']:.2f}"]
-            cells += [c for k in labels for c in ((f"{r[k]['figure']:.3f}", f"{r[k]['fd_to_base']:.2f}") if k in r else ("-", "-"))]
+            cells += figure_cells(r["base"], r.get("base_second")) + [f"{r['fd_base_other_seeds']:.2f}"]
+            for k in labels:
+                if k in r:
+                    cells += figure_cells(r[k]["figure"], r[k].get("second")) + [f"{r[k]['fd_to_base']:.2f}"]
+                else:
+                    cells += ["-"] * (len(fig_cols(k)) + 1)
         else:
-            cells += ["-"] * (2 + 2 * len(labels))
+            cells += ["-"] * (len(head) - len(cells))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -5,7 +5,8 @@ Used by the tests (tests/engine/rewards/test_preference.py) and the study script
 computed from the decoded field, the rendered albedo or the prompt, and marks candidates from it:
 the top third liked, the bottom third disliked, the rest neutral (``"dislikes tori"`` marks
 tori disliked and every other shape liked). Each rule also names a differentiable reward on the
-same measure, the "align on the rule directly" baseline of the study.
+same measure, the "align on the rule directly" baseline of the study, and the figure alignment should
+move on samples (no-tori: the prompt critic's mean p(torus), with the torus fraction as a second figure).
 
 The rules read the embedded model's grammar (shape words) and its SDF fields: this is a study of
 that model, not a general tool.
@@ -107,9 +108,23 @@ class Rule:
     unit: str  # what the reported figure is
     sign: float  # reported figure = sign * mean(sample_measure) + offset
     offset: float = 0.0
+    second: "SecondFigure | None" = None  # a coarser figure reported beside the first (e.g. the torus fraction)
 
     def report(self, sample_measure: torch.Tensor) -> float:
         return self.sign * float(sample_measure.float().mean()) + self.offset
+
+
+@dataclass(frozen=True)
+class SecondFigure:
+    """A second figure of a rule on samples: ``sign * mean(measure(model, latents, prompts, renders)) + offset``."""
+
+    unit: str
+    measure: Callable[..., torch.Tensor]
+    sign: float
+    offset: float = 0.0
+
+    def report(self, model, latents, prompts, renders) -> float:
+        return self.sign * float(self.measure(model, latents, prompts, renders).float().mean()) + self.offset
 
 
 def _height(model, latents, prompts, renders):
@@ -131,6 +146,21 @@ def _seen_not_torus(model, latents, prompts, renders):
     return torch.tensor([0.0 if s == "torus" else 1.0 for s in shapes])
 
 
+@torch.no_grad()
+def torus_probability(renders: RenderOutput) -> torch.Tensor:
+    """The prompt critic's p(torus) (B,) of each rendered asset: the softmax probability of its shape
+    head's "torus", averaged over the V views (a continuous version of "is it seen as a torus")."""
+    from .critic import _run, default_critic
+
+    critic = default_critic()
+    shape_lp = _run(critic, renders)[0]  # (B, V, S) log-probabilities
+    return shape_lp[..., critic.config.shapes.index("torus")].exp().mean(1).float()
+
+
+def _seen_not_torus_probability(model, latents, prompts, renders):
+    return 1.0 - torus_probability(renders)
+
+
 def _palette_orange() -> Reward:
     from .appearance import PaletteReward
 
@@ -142,8 +172,11 @@ RULES: dict[str, Rule] = {
                    _height, "height (world units, higher is liked)", 1.0),
     "orange": Rule("orange", "prefers orange (hue distance of the mean albedo to orange)", _orange, False, _palette_orange,
                    _orange, "hue distance to orange (degrees, lower is liked)", -1.0),
+    # The torus fraction of a few held-out samples moves in steps of 1/N; the critic's mean p(torus)
+    # over them is the finer figure, the fraction stays as the second.
     "no-tori": Rule("no-tori", "dislikes tori (the prompt's shape)", _not_torus, True, NotTorus,
-                    _seen_not_torus, "torus fraction (critic's view, lower is liked)", -1.0, 1.0),
+                    _seen_not_torus_probability, "mean p(torus) (critic, lower is liked)", -1.0, 1.0,
+                    SecondFigure("torus fraction (critic's view, lower is liked)", _seen_not_torus, -1.0, 1.0)),
 }
 
 
