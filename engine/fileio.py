@@ -72,6 +72,17 @@ def strict_json(obj, **kwargs) -> str:
         raise RuntimeError(f"refusing to write non-strict JSON: {exc}") from None
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def strict_loads(text: str | bytes):
+    """``json.loads`` that refuses NaN, Infinity and -Infinity (Python's reader takes them; strict
+    JSON has no such numbers): the reading twin of :func:`strict_json`. A ValueError names the
+    constant; callers add the file."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 def write_json(path: str | os.PathLike, obj) -> Path:
     return write_bytes(path, (strict_json(obj, indent=2) + "\n").encode())
 

@@ -27,10 +27,12 @@ is imported inside the functions that need it.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from .fileio import strict_loads
+from .generate.records import is_relative_inside
 
 GALLERY_FORMAT = "nabla-gallery"
 GALLERY_VERSION = 1
@@ -77,8 +79,7 @@ class GalleryAsset:
 def _relative_file(value, where: str) -> str | None:
     if value is None:
         return None
-    parts = PurePosixPath(value).parts if isinstance(value, str) and value else ()
-    if not parts or PurePosixPath(value).is_absolute() or ".." in parts or "\\" in value:
+    if not (isinstance(value, str) and value and is_relative_inside(value)):
         raise CandidateError(f"{where} must be a path inside the job folder, got {value!r}")
     return value
 
@@ -102,7 +103,7 @@ def read_gallery(folder: str | Path) -> dict[str, GalleryAsset]:
     CandidateError when the file is there but unreadable or malformed."""
     path = Path(folder) / GALLERY_NAME
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        raw = strict_loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -121,10 +122,6 @@ def read_gallery(folder: str | Path) -> dict[str, GalleryAsset]:
                                       _relative_file(a.get("latent"), f"{where}.latent"),
                                       _lineage(a.get("lineage", []), f"{where}.lineage"))
     return out
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not strict JSON")
 
 
 def write_gallery_files(folder: Path, assets: list, names: list[str], stems: list[str],

@@ -32,12 +32,11 @@ job's manifest, for the model, adapter and sampler settings) and, where the job 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
-from .fileio import write_json
+from .fileio import strict_loads, write_json
 
 PICKS_FORMAT = "nabla-picks"
 PICKS_VERSION = 1
@@ -53,10 +52,6 @@ MAX_SEED = 2**63 - 1
 
 class PicksError(ValueError):
     """A marks file or entry that is not a valid ``picks.json`` (the message names where)."""
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not strict JSON")
 
 
 def _is_path(value) -> bool:
@@ -139,7 +134,7 @@ def load(path: str | os.PathLike, missing_ok: bool = True) -> list[dict]:
     except (OSError, UnicodeDecodeError) as exc:
         raise PicksError(f"picks file {path} is unreadable: {exc}") from None
     try:
-        raw = json.loads(text, parse_constant=_reject_constant)
+        raw = strict_loads(text)
     except ValueError as exc:
         raise PicksError(f"picks file {path} is not strict JSON: {exc}") from None
     return parse_document(raw, f"picks file {path}")

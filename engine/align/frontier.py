@@ -11,11 +11,12 @@ FD is the Fréchet distance of critic features to the base samples (squared feat
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..fileio import strict_loads
 
 __all__ = ["read_curve", "best_under_fd", "Choice", "choose_setting", "frontier_cell", "format_frontier_table"]
 
@@ -32,7 +33,7 @@ def read_curve(path: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line, parse_constant=_refuse_constant)
+            row = strict_loads(line)
         except ValueError as exc:
             raise ValueError(f"{path}:{number}: not strict JSON ({exc})") from None
         if (not isinstance(row, dict) or not isinstance(row.get("round"), int)
@@ -139,5 +140,3 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not strict JSON")

@@ -74,12 +74,18 @@ def _kind_names(kinds) -> str:
                         bool: "true or false"}[k] for k in kinds)
 
 
+def is_relative_inside(value: str) -> bool:
+    """Whether ``value`` is a POSIX path relative to a folder that stays inside it: not empty, not
+    absolute, no ``..`` and no backslash (job folders travel between systems)."""
+    parts = PurePosixPath(value).parts
+    return bool(parts) and not PurePosixPath(value).is_absolute() and "\\" not in value and ".." not in parts
+
+
 def _file_name(value, where: str) -> str:
     """A path relative to the manifest's folder that stays inside it (never ``..`` or absolute)."""
     if not isinstance(value, str) or not value:
         raise RecordError(f"{where} must be a non-empty file name, got {value!r}")
-    parts = PurePosixPath(value).parts
-    if PurePosixPath(value).is_absolute() or "\\" in value or ".." in parts or not parts:
+    if not is_relative_inside(value):
         raise RecordError(f"{where} must be a path inside the manifest's folder, got {value!r}")
     return value
 
@@ -251,6 +257,7 @@ class GenerateResult:
 
 
 def _refuse_constant(name: str):
+    # engine.fileio.strict_loads does this; this module imports only the standard library (Blender reads it)
     raise ValueError(f"{name} is not strict JSON")
 
 

@@ -51,6 +51,7 @@ from typing import Callable
 import torch
 
 from .. import picks as picks_file
+from ..fileio import strict_loads
 from ..picks import MARKS, MIN_DISLIKED, MIN_LIKED, PicksError, count_problem
 from ..render.types import RenderOutput
 from .base import Reward
@@ -94,14 +95,10 @@ class Pick:
         return (self.model, self.model_path, self.adapter, self.adapter_weight, json.dumps(self.sampler, sort_keys=True))
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not strict JSON")
-
-
 def read_strict_json(path: Path, what: str):
     """The JSON in ``path``; PreferenceError naming the file when it is missing or not strict JSON."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_reject_constant)
+        return strict_loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PreferenceError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
