@@ -281,17 +281,24 @@ def collect_picks(job_dirs: list[str | Path]) -> list[dict]:
     return picks_file.merge(*groups)
 
 
-def render_thumbnails(model, latents_list: list, resolution: int = THUMBNAIL_RESOLUTION, batch: int = 8) -> list:
+def three_quarter_camera():
+    """The one camera of thumbnails and preview sheets: a three-quarter view from above (engine Cameras)."""
+    from .render.cameras import OrbitConfig, orbit_cameras
+
+    return orbit_cameras(OrbitConfig(views=1, azimuth_offset=35.0, elevation=25.0))
+
+
+def render_thumbnails(model, latents_list: list, resolution: int = THUMBNAIL_RESOLUTION, batch: int = 8,
+                      samples: int = THUMBNAIL_SAMPLES) -> list:
     """One shaded three-quarter view (3, R, R) in [0, 1] per clean latent, by the model's differentiable
-    renderer (the same camera as the generate job's preview sheet)."""
+    renderer with ``samples`` ray samples (also the generate job's preview sheet without Cycles)."""
     import torch
 
     from .render import render
-    from .render.cameras import OrbitConfig, orbit_cameras
     from .render.volume import VolumeRenderConfig
 
-    cams = orbit_cameras(OrbitConfig(views=1, azimuth_offset=35.0, elevation=25.0))
-    config = VolumeRenderConfig(resolution=resolution, samples=THUMBNAIL_SAMPLES)
+    cams = three_quarter_camera()
+    config = VolumeRenderConfig(resolution=resolution, samples=samples)
     images = []
     with torch.no_grad():
         for start in range(0, len(latents_list), batch):

@@ -543,31 +543,19 @@ def render_preview_tiles(model, assets, job: GenerateJob) -> tuple[list, str]:
     """One (3, R, R) image in [0, 1] per asset and the renderer that made them: Cycles on the meshes
     where bpy imports (and ``preview_renderer`` allows), else the model's differentiable renderer on
     the decoded latents."""
-    from ..render.cameras import OrbitConfig, orbit_cameras
+    from ..gallery_files import render_thumbnails, three_quarter_camera
 
-    cams = orbit_cameras(OrbitConfig(views=1, azimuth_offset=35.0, elevation=25.0))
     if job.preview_renderer in ("auto", "cycles"):
         from ..render.cycles import CyclesConfig, CyclesUnavailable, render_meshes_cycles
 
         try:
-            out = render_meshes_cycles([a.mesh for a in assets], cams,
+            out = render_meshes_cycles([a.mesh for a in assets], three_quarter_camera(),
                                        CyclesConfig(resolution=job.preview_resolution, samples=job.preview_samples))
             return [views[0] for views in out.rgb], "cycles"
         except CyclesUnavailable:
             if job.preview_renderer == "cycles":
                 raise
-    import torch
-
-    from ..render import render
-    from ..render.volume import VolumeRenderConfig
-
-    config = VolumeRenderConfig(resolution=job.preview_resolution, samples=64)
-    images = []
-    with torch.no_grad():
-        for start in range(0, len(assets), job.batch_size):
-            latents = torch.stack([a.latent for a in assets[start:start + job.batch_size]])
-            images += [views[0].cpu() for views in render(model.decode(latents), cams, config).rgb]
-    return images, "volume"
+    return render_thumbnails(model, [a.latent for a in assets], job.preview_resolution, job.batch_size, samples=64), "volume"
 
 
 __all__ = ["GenerateJob", "run_generate", "load_job_model", "previous_run_files", "remove_stale_staging",
