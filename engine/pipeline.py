@@ -62,18 +62,34 @@ def generate(
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     model.encode_prompts(sorted(set(prompts)))  # validate every prompt before any work
+
+    def sample_batch(start: int, n: int, step_progress) -> tuple[torch.Tensor, list]:
+        p, s = prompts[start:start + n], seeds[start:start + n]
+        return sample(model, p, s, sampler, progress=step_progress, should_cancel=should_cancel).latents, list(zip(p, s))
+
+    return generate_in_batches(model, len(prompts), batch_size, sample_batch,
+                               lambda tag, mesh, z, g: Asset(tag[0], tag[1], mesh, z, g), "sampling", progress, keep_splats)
+
+
+def generate_in_batches(model: DiffusionModel, n: int, batch_size: int,
+                        sample_batch: Callable[[int, int, Callable[[int, int], None]], tuple[torch.Tensor, list]],
+                        make_asset: Callable, label: str, progress: Callable[[float, str], None] | None = None,
+                        keep_splats: bool = False) -> GenerationResult:
+    """``n`` assets, ``batch_size`` at a time: ``sample_batch(start, count, step_progress)`` gives a
+    batch's clean latents (count, *latent_shape) and one tag per asset; each is meshed (and its
+    Gaussians kept with ``keep_splats``) and becomes ``make_asset(tag, mesh, latent, splats)``.
+    Progress: sampling is the first 80% of each batch, ``label`` names it."""
     result = GenerationResult([])
-    n = len(prompts)
     for start in range(0, n, batch_size):
-        p, s = prompts[start : start + batch_size], seeds[start : start + batch_size]
+        count = min(batch_size, n - start)
 
         def step_progress(i: int, total: int) -> None:
             if progress is not None:
-                done = start + len(p) * i / total * 0.8
-                progress(done / n, f"sampling {start + 1}-{start + len(p)} of {n}: step {i}/{total}")
+                done = start + count * i / total * 0.8
+                progress(done / n, f"{label} {start + 1}-{start + count} of {n}: step {i}/{total}")
 
         t0 = time.perf_counter()
-        latents = sample(model, p, s, sampler, progress=step_progress, should_cancel=should_cancel).latents
+        latents, tags = sample_batch(start, count, step_progress)
         t1 = time.perf_counter()
         if keep_splats:
             meshes, splats = _meshes_and_splats(model, latents)
@@ -82,9 +98,9 @@ def generate(
         t2 = time.perf_counter()
         result.timings.sample_s += t1 - t0
         result.timings.mesh_s += t2 - t1
-        result.assets += [Asset(pp, ss, m, z, g) for pp, ss, m, z, g in zip(p, s, meshes, latents, splats)]
+        result.assets += [make_asset(tag, m, z, g) for tag, m, z, g in zip(tags, meshes, latents, splats)]
         if progress is not None:
-            progress((start + len(p)) / n, f"meshed {start + len(p)} of {n}")
+            progress((start + count) / n, f"meshed {start + count} of {n}")
     return result
 
 

@@ -51,35 +51,19 @@ def generate_variations(model, prompt: str, seed: int, strength: float, count: i
                         should_cancel: Callable[[], bool] | None = None, keep_splats: bool = False):
     """:func:`engine.pipeline.generate`'s result for ``count`` variations of (prompt, seed, ``parent``):
     the same assets and timings, each asset carrying its ``lineage``."""
-    import time
-
-    from .pipeline import GenerationResult, _meshes_and_splats
+    from .pipeline import generate_in_batches
     from .sampling.variations import sample_variations
 
     model.encode_prompts([prompt])  # validate before any work
-    result = GenerationResult([])
-    for start in range(0, count, batch_size):
-        n = min(batch_size, count - start)
 
-        def step_progress(i: int, total: int) -> None:
-            if progress is not None:
-                progress((start + n * i / total * 0.8) / count, f"variations {start + 1}-{start + n} of {count}: step {i}/{total}")
-
-        t0 = time.perf_counter()
+    def sample_batch(start: int, n: int, step_progress):
         v = sample_variations(model, prompt, seed, strength, n, sampler, first_index + start, parent,
                               progress=step_progress, should_cancel=should_cancel)
-        t1 = time.perf_counter()
-        if keep_splats:
-            meshes, splats = _meshes_and_splats(model, v.latents)
-        else:
-            meshes, splats = model.latents_to_meshes(v.latents), [None] * n
-        result.timings.sample_s += t1 - t0
-        result.timings.mesh_s += time.perf_counter() - t1
-        for lineage, mesh, z, g in zip(v.lineages, meshes, v.latents, splats):
-            result.assets.append(VariationAsset(prompt, int(seed), mesh, z, g, lineage=lineage))
-        if progress is not None:
-            progress((start + n) / count, f"meshed {start + n} of {count}")
-    return result
+        return v.latents, v.lineages
+
+    return generate_in_batches(model, count, batch_size, sample_batch,
+                               lambda lineage, mesh, z, g: VariationAsset(prompt, int(seed), mesh, z, g, lineage=lineage),
+                               "variations", progress, keep_splats)
 
 
 def variation_params(manifest_entry: str, strength, start: int = 1) -> dict:
