@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..render.splats import quaternion_multiply
 from ..render.types import GaussianSplats
 from .mesh import Mesh
 from .splat_tsdf import fibonacci_directions
@@ -81,7 +82,7 @@ def _finish(points: np.ndarray, normals: np.ndarray, area: float, config: SplatS
     scales = np.stack([tangent * aspect, tangent / aspect, np.full(n, config.thickness)], 1)
     spin = rng.uniform(0, math.pi, n)
     q_spin = np.stack([np.cos(spin), np.zeros(n), np.zeros(n), np.sin(spin)], 1)
-    quats = _quat_multiply(_quats_from_normals(normals), q_spin)
+    quats = quaternion_multiply(torch.from_numpy(_quats_from_normals(normals)), torch.from_numpy(q_spin)).numpy()
     means = points + normals * rng.normal(0.0, config.normal_jitter, (n, 1)) if config.normal_jitter > 0 else points
     colours = _colour(points)
     opacities = rng.uniform(config.min_opacity, 1.0, n)
@@ -93,13 +94,6 @@ def _finish(points: np.ndarray, normals: np.ndarray, area: float, config: SplatS
         opacities[idx] = rng.uniform(config.min_opacity, 0.5, k)
     as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)[None]  # noqa: E731
     return GaussianSplats(as_t(means), as_t(quats), as_t(scales), as_t(opacities), as_t(np.clip(colours, 0, 1)))
-
-
-def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = a.T
-    bw, bx, by, bz = b.T
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], 1)
 
 
 def splat_sphere(radius: float = 0.6, config: SplatShapeConfig = SplatShapeConfig()) -> SplatShape:

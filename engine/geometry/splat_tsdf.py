@@ -2,7 +2,8 @@
 
 Cameras: ``views`` directions spread evenly over the sphere (a Fibonacci spiral, so the top and
 bottom are seen too, unlike an orbit), looking at the origin from a distance at which the splats'
-bounding sphere just fills the 40 degree field of view. Each view renders expected camera depth,
+bounding sphere just fills the 40 degree field of view (:func:`tsdf_cameras`: the renderer's own
+camera convention, engine/render/cameras.py). Each view renders expected camera depth,
 colour and coverage with the splat rasteriser (:func:`engine.render.splats.rasterize`, mode
 "RGB+ED", no background). Each grid point then takes, per view that sees it, the projective signed
 distance ``depth(pixel) - z`` truncated to ``+-mu`` (``mu`` = ``truncation_voxels`` grid spacings):
@@ -23,6 +24,8 @@ import math
 import numpy as np
 import torch
 
+from ..render.cameras import Cameras, cameras_from_positions
+from ..render.splat_render import camera_matrices
 from ..render.types import GaussianSplats
 from .mesh import Mesh, extract_mesh
 
@@ -43,22 +46,11 @@ def fibonacci_directions(n: int) -> torch.Tensor:
     return torch.stack([r * phi.cos(), r * phi.sin(), z], 1)
 
 
-def look_at_viewmats(positions: torch.Tensor) -> torch.Tensor:
-    """World-to-camera matrices (V, 4, 4), OpenCV frame (x right, y down, z forward), of cameras at
-    ``positions`` (V, 3) looking at the origin with image-up as close to +Z as possible."""
-    forward = -positions / positions.norm(dim=1, keepdim=True)
-    up_hint = torch.tensor([0.0, 0.0, 1.0], dtype=positions.dtype).expand_as(forward)
-    right = torch.linalg.cross(forward, up_hint)
-    degenerate = right.norm(dim=1, keepdim=True) < 1e-6  # looking straight up or down
-    right = torch.where(degenerate, torch.tensor([1.0, 0.0, 0.0], dtype=positions.dtype), right)
-    right = right / right.norm(dim=1, keepdim=True)
-    down = torch.linalg.cross(forward, right)
-    rot = torch.stack([right, down, forward], 1)  # rows: camera axes in world coordinates
-    view = torch.zeros(len(positions), 4, 4, dtype=positions.dtype)
-    view[:, :3, :3] = rot
-    view[:, :3, 3] = -(rot @ positions[:, :, None])[:, :, 0]
-    view[:, 3, 3] = 1.0
-    return view
+def tsdf_cameras(views: int, distance: float) -> Cameras:
+    """The fusion's ``views`` cameras: on the Fibonacci directions at ``distance`` from the origin,
+    looking at it with the orbit cameras' convention (image-up as close to +Z as possible), field of
+    view 40 degrees. Float64."""
+    return cameras_from_positions(fibonacci_directions(views) * distance, _FOV_DEG)
 
 
 def tsdf_meshes(splats: GaussianSplats, config) -> list[Mesh]:
@@ -84,11 +76,10 @@ def _tsdf_mesh(asset: GaussianSplats, config) -> Mesh:
     extent = torch.quantile(reach.float().cpu(), _FRAMED_QUANTILE).clamp(max=math.sqrt(3.0))
     distance = float(extent) * _MARGIN / math.sin(math.radians(_FOV_DEG) / 2)
     distance = max(distance, float(extent) + 0.05)
-    positions = fibonacci_directions(config.views) * distance
-    viewmats = look_at_viewmats(positions).to(asset.device, torch.float32)
-    focal = size / 2 / math.tan(math.radians(_FOV_DEG) / 2)
-    K = torch.tensor([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
-    Ks = K.expand(config.views, 3, 3).to(asset.device, torch.float32)
+    # The renderer's own orbit-camera matrices: OpenCV world-to-camera, as the rasteriser takes them.
+    viewmats, Ks = camera_matrices(tsdf_cameras(config.views, distance), size, "cpu", torch.float64)
+    focal = float(Ks[0, 0, 0])  # the pinhole the rasteriser is given, for projecting the grid below
+    viewmats, Ks = viewmats.to(asset.device, torch.float32), Ks.to(asset.device, torch.float32)
     images, alphas = _render(asset, viewmats, Ks, size)  # (V, H, W, 4) colour + depth, (V, H, W)
 
     axis = torch.linspace(-1.0, 1.0, res, dtype=torch.float32)

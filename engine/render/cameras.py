@@ -81,6 +81,26 @@ def camera_positions(cams: Cameras) -> torch.Tensor:
     return cams.radius[:, None] * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
 
 
+def cameras_from_positions(positions: torch.Tensor, fov: float) -> Cameras:
+    """Cameras at world ``positions`` (V, 3), looking at the origin like every orbit camera, with a
+    full field of view of ``fov`` degrees; the inverse of :func:`camera_positions` (in the tensor's
+    dtype). A camera straight above or below the origin gets azimuth 0.
+
+    Raises:
+        ValueError: if ``positions`` is not (V, 3), holds a non-finite number or a point at the origin."""
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must be (V, 3), got {tuple(positions.shape)}")
+    if not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions must be finite")
+    radius = positions.norm(dim=-1)
+    if bool((radius == 0).any()):
+        raise ValueError("a camera at the origin cannot look at it")
+    x, y, z = positions.unbind(-1)
+    azimuth = torch.rad2deg(torch.atan2(y, x))
+    elevation = torch.rad2deg(torch.atan2(z, torch.hypot(x, y)))
+    return Cameras(azimuth, elevation, radius, torch.full_like(radius, float(fov)))
+
+
 def camera_to_world(cams: Cameras) -> torch.Tensor:
     """Blender-convention camera-to-world matrices (V, 4, 4): columns right, up, back, position."""
     pos = camera_positions(cams)

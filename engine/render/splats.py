@@ -251,6 +251,17 @@ def quats_to_rotmats(quats: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, -1).unflatten(-1, (3, 3))
 
 
+def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product ``a * b`` of (..., 4) wxyz quaternions, broadcasting: the rotation ``b`` then
+    ``a``, so ``quats_to_rotmats(a * b) = quats_to_rotmats(a) @ quats_to_rotmats(b)``. Norms multiply."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
 def _project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near_plane, far_plane):
     """EWA projection of (B, N) Gaussians into (B, C) cameras.
 

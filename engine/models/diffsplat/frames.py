@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from ...render.splats import quaternion_multiply
+
 # (w, x, y, z) of the rotation taking DiffSplat axes to engine axes: e_x -> e_y, e_y -> e_z, e_z -> e_x.
 _AXES_QUATERNION = (0.5, 0.5, 0.5, 0.5)
 
@@ -25,16 +27,6 @@ _AXES_QUATERNION = (0.5, 0.5, 0.5, 0.5)
 def points_to_engine(points: torch.Tensor, world_scale: float) -> torch.Tensor:
     """DiffSplat points (..., 3) -> engine points (..., 3)."""
     return world_scale * points[..., [2, 0, 1]]
-
-
-def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product ``a * b`` of (w, x, y, z) quaternions, broadcasting."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
-                        aw * bx + ax * bw + ay * bz - az * by,
-                        aw * by - ax * bz + ay * bw + az * bx,
-                        aw * bz + ax * by - ay * bx + az * bw], -1)
 
 
 def gaussians_to_engine(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, world_scale: float

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
-from engine.render.cameras import Cameras, OrbitConfig, camera_positions, camera_rays, camera_to_world, orbit_cameras
+from engine.render.cameras import (Cameras, OrbitConfig, camera_positions, camera_rays, camera_to_world,
+                                   cameras_from_positions, orbit_cameras)
 
 
 def _cams(az, el, r=3.0, fov=40.0):
@@ -43,3 +45,27 @@ def test_orbit_config_azimuths_and_jitter():
     steps = (jit.azimuth[1:] - jit.azimuth[:-1]).tolist()
     assert torch.allclose(torch.tensor(steps), torch.full((3,), 90.0)) and 0 < float(jit.azimuth[0]) < 90
     assert ((jit.elevation - 20).abs() <= 5).all() and (jit.elevation != 20).any()
+
+
+def test_cameras_from_positions_invert_camera_positions_and_look_at_the_origin():
+    positions = torch.tensor([[3.0, 0.0, 0.0], [0.0, -2.0, 0.5], [1.0, 2.0, -2.0], [-2.5, -0.1, 1.0],
+                              [0.0, 0.0, 3.0], [0.0, 0.0, -3.0]], dtype=torch.float64)
+    cams = cameras_from_positions(positions, 35.0)
+    assert cams.azimuth.dtype == torch.float64 and torch.equal(cams.fov, torch.full((6,), 35.0, dtype=torch.float64))
+    assert torch.allclose(camera_positions(cams), positions, atol=1e-12)
+    assert cams.elevation[4] == 90.0 and cams.elevation[5] == -90.0  # straight above / below
+    c2w = camera_to_world(cams)
+    assert torch.isfinite(c2w).all()
+    rot = c2w[:, :3, :3]
+    assert torch.allclose(rot.transpose(1, 2) @ rot, torch.eye(3, dtype=torch.float64).expand(6, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.det(rot), torch.ones(6, dtype=torch.float64), atol=1e-12)
+    # Blender frame: the camera looks down its local -Z, at the origin.
+    assert torch.allclose(-rot[:, :, 2], -positions / positions.norm(dim=1, keepdim=True), atol=1e-12)
+    # Image-up leans towards +Z wherever the camera is not on the Z axis.
+    assert (rot[:4, 2, 1] > 0).all()
+
+
+def test_cameras_from_positions_reject_bad_input():
+    for bad in (torch.zeros(1, 3), torch.tensor([[1.0, float("nan"), 0.0]]), torch.ones(2, 2)):
+        with pytest.raises(ValueError):
+            cameras_from_positions(bad, 40.0)

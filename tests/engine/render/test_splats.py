@@ -8,7 +8,7 @@ import engine.render.splats as splats_module
 from engine.render import GaussianSplats, SplatRenderConfig, render
 from engine.render.cameras import Cameras, camera_rays
 from engine.render.splat_render import camera_matrices, render_splats
-from engine.render.splats import rasterize
+from engine.render.splats import quaternion_multiply, quats_to_rotmats, rasterize
 from engine.render.volume import VolumeRenderConfig
 
 F64 = torch.float64
@@ -441,3 +441,20 @@ def test_torch_backend_matches_gsplat_on_random_scenes():
         for a, b in zip(grads_t, grads_g):
             cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
             assert float(cosine) > 0.99 and abs(float(a.norm() / b.norm()) - 1) < 0.05
+
+
+def test_quaternion_multiply_composes_rotations_in_wxyz_order():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 4, generator=g, dtype=F64), torch.randn(7, 4, generator=g, dtype=F64)
+    product = quaternion_multiply(a, b)
+    assert torch.allclose(quats_to_rotmats(product), quats_to_rotmats(a) @ quats_to_rotmats(b), atol=1e-12)
+    assert torch.allclose(product.norm(dim=-1), a.norm(dim=-1) * b.norm(dim=-1), atol=1e-12)
+    # Broadcasting, and the order matters: 90 degrees about X, then about Z, takes e_y to e_z, e_x to e_y.
+    h = math.sqrt(0.5)
+    about_z, about_x = torch.tensor([h, 0.0, 0.0, h], dtype=F64), torch.tensor([h, h, 0.0, 0.0], dtype=F64)
+    both = quaternion_multiply(about_z, about_x.expand(3, 4))
+    assert both.shape == (3, 4) and torch.allclose(both, torch.full((3, 4), 0.5, dtype=F64), atol=1e-15)
+    rot = quats_to_rotmats(both[0])
+    assert torch.allclose(rot @ torch.tensor([0.0, 1.0, 0.0], dtype=F64), torch.tensor([0.0, 0.0, 1.0], dtype=F64))
+    assert torch.allclose(rot @ torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 1.0, 0.0], dtype=F64))
+    assert not torch.allclose(quaternion_multiply(about_x, about_z), both[0])
