@@ -267,9 +267,11 @@ def _previous_files(job) -> list:
 def cmd_demo(args) -> int:
     """``demo``: the shared generate job (engine/generate/job.py) into ``base/``, alignment into
     ``align/``, the generate job again with the finetuned model into ``aligned/``; the Cycles tiles of
-    both in one ``contact_sheet.png`` and a ``manifest.json`` that points at the three."""
+    both in one ``contact_sheet.png`` and a ``manifest.json`` that points at the three. A rerun into
+    the same ``--out`` replaces the previous demo's generate runs; one with ``--align-steps 0`` removes
+    its ``aligned/`` (both only when those folders hold nothing but their manifests' files)."""
     from .fileio import write_json
-    from .generate.job import GenerateJob, cli_names, run_generate
+    from .generate.job import GenerateJob, cli_names, previous_run_files, remove_previous_run, run_generate
     from .imaging import contact_sheet, save_png
     from .rewards.registry import build_reward_expression, parse_option_assignments
 
@@ -280,6 +282,7 @@ def cmd_demo(args) -> int:
     if args.align_steps:
         build_reward_expression(args.align_reward, align_options)  # bad reward: exit 2 before any work
     _check_sampling(args)
+    rerun = "a demo rerun"  # the demo's implicit --overwrite, as its refusals name it
 
     def job(folder: str, adapter: Path | None = None) -> GenerateJob:
         # overwrite: a rerun of the demo into the same --out replaces its previous generate runs (and
@@ -291,11 +294,13 @@ def cmd_demo(args) -> int:
                   "preview_samples": args.samples}
         if adapter is not None:
             params["adapter"] = str(adapter)
-        return GenerateJob.from_params(params, names=cli_names)
+        return GenerateJob.from_params(params, names=lambda field: rerun if field == "overwrite" else cli_names(field))
 
     base_job = job("base")  # every prompt and number checked before the model loads
     if args.align_steps:
         job("aligned")  # its folder too: refused now, not after the alignment
+    else:  # a previous demo's aligned/ goes (so no stale results stay beside this run's): refused now, not later
+        previous_run_files(args.out / "aligned", True, "--out", rerun)
     model, _sampler, load_s = _setup(args)
     timings = {"load_s": round(load_s, 3)}
     print("generating with the base model", file=sys.stderr)
@@ -303,6 +308,8 @@ def cmd_demo(args) -> int:
     base = run_generate(base_job, model=model, progress=_Progress(), tiles=base_tiles)
     print(file=sys.stderr)
     timings["base_s"] = base.timings["total_s"]
+    if not args.align_steps:
+        remove_previous_run(args.out / "aligned", "--out", rerun)
     labels = [f"{a.prompt} #{a.seed}" for a in base.assets]
     manifest = {"format": "nabla-r2d3-demo", "version": 1, "base": f"base/{MANIFEST_NAME}", "aligned": None,
                 "alignment": None, "contact_sheet": "contact_sheet.png"}

@@ -8,7 +8,8 @@ tests and callers that want to add to it) and a writer that saves it atomically 
 - :func:`reward_curve_plot`: an alignment job's training-batch rewards per round and its held-out
   reward before and after, with a caption that says why the two differ.
 - :func:`before_after_sheet`: the same held-out (prompt, seed) renders before and after training,
-  one row per sample, titled with the run and its held-out reward, with the target palette's swatches.
+  two (before, after) pairs per row, titled with the run and its held-out reward, with the target
+  palette's swatches.
 - :func:`frontier_plot`: held-out reward against FD to base, one line per run through its checkpoint
   rounds (in round order), optional marked points (e.g. the best point under each FD level) and
   vertical lines at the FD levels.
@@ -296,13 +297,15 @@ def before_after_figure(before: Sequence, after: Sequence, row_labels: Sequence[
                         score_name: str = "reward"):
     """Build the before/after sheet; returns the Figure.
 
-    One row per held-out sample: its label on the left, then ``before[i]`` and ``after[i]`` (renders
-    of the same (prompt, seed); (3, H, W) floats in [0, 1] or PIL images, all the same size) at their
-    own size, pixel for pixel, each with its score under it. ``title`` and ``subtitle`` head the
+    Two held-out samples per row (one when there is only one), each a pair: its label, then
+    ``before[i]`` and ``after[i]`` (renders of the same (prompt, seed); (3, H, W) floats in [0, 1] or
+    PIL images, all the same size) at their own size, pixel for pixel, each with its score under it;
+    a thin line parts the two pairs of a row. Sample ``i`` is in row ``i // 2``, left pair for even
+    ``i``; an odd count leaves the last row's right half empty. ``title`` and ``subtitle`` head the
     sheet; ``swatches`` (sRGB in [0, 1]) are drawn under them as "target palette". The figure is laid
-    out to the pixel (dpi 100): its PNG is (label column + 2 tiles + margins) wide. Image axes carry
-    the labels ``"before <row>"`` / ``"after <row>"``. ValueError on mismatched lengths, sizes, or
-    non-finite scores and colours.
+    out to the pixel (dpi 100): its PNG is (2 x (label column + 2 tiles) + separator + margins) wide
+    and (header + ceil(n / 2) rows) high. Image axes carry the labels ``"before <i>"`` /
+    ``"after <i>"``. ValueError on mismatched lengths, sizes, or non-finite scores and colours.
     """
     n = len(before)
     if n == 0 or len(after) != n or len(row_labels) != n:
@@ -319,18 +322,25 @@ def before_after_figure(before: Sequence, after: Sequence, row_labels: Sequence[
     if any(t.shape[:2] != (th, tw) for col in tiles for t in col):
         raise ValueError("before_after_sheet: every image must have the same size")
 
-    dpi, margin, gap, label_w = 100, 14, 10, 170
+    dpi, margin, gap, label_w, pair_gap = 100, 14, 10, 170, 30
+    # two pairs a row: a dozen samples at 192 px were a 2.8k px tall strip, now half that
+    per_row = min(2, n)
+    rows = -(-n // per_row)
+    pair_w = label_w + 2 * tw + gap
     score_h = 18 if (before_scores is not None or after_scores is not None) else 4
-    width = max(label_w + 2 * tw + gap + 2 * margin, 520)
+    width = max(per_row * pair_w + (per_row - 1) * pair_gap + 2 * margin, 520)
     # characters per line from DejaVu Sans' mean advance at these sizes (about 11 and 7.5 px)
     title_lines = textwrap.wrap(title, max(20, (width - 2 * margin) // 11)) or [""]
     sub_lines = textwrap.wrap(subtitle, max(20, (width - 2 * margin) // 8)) if subtitle else []
     header = margin + 24 * len(title_lines) + 18 * len(sub_lines) + (30 if swatches else 0) + 30
-    height = header + n * (th + score_h + gap) + margin
+    height = header + rows * (th + score_h + gap) + margin
     fig = _canvas(width / dpi, height / dpi, dpi)
 
     def at(x: float, y: float) -> tuple[float, float]:  # pixels from the top left -> figure fraction
         return x / width, 1.0 - y / height
+
+    def pair_left(p: int) -> float:  # the x of pair p's label column
+        return margin + p * (pair_w + pair_gap)
 
     y = margin
     for line in title_lines:
@@ -349,16 +359,23 @@ def before_after_figure(before: Sequence, after: Sequence, row_labels: Sequence[
             ax.set_xticks([])
             ax.set_yticks([])
         y += 30
-    left = label_w + margin
-    for c, name in enumerate(columns):
-        fig.text(*at(left + c * (tw + gap) + tw / 2, y + 22), name, fontsize=10.5, fontweight="bold",
-                 ha="center", va="bottom")
+    for p in range(per_row):
+        for c, name in enumerate(columns):
+            fig.text(*at(pair_left(p) + label_w + c * (tw + gap) + tw / 2, y + 22), name, fontsize=10.5,
+                     fontweight="bold", ha="center", va="bottom")
     y += 30
+    if per_row > 1:  # the line between the two pairs, from the column headings to the last row
+        from matplotlib.lines import Line2D
+
+        x = pair_left(1) - pair_gap / 2
+        fig.add_artist(Line2D([x / width] * 2, [at(0, y - 26)[1], at(0, height - margin)[1]],
+                              transform=fig.transFigure, color="0.75", linewidth=1.0))
     for i in range(n):
-        fig.text(*at(margin, y + th / 2), "\n".join(textwrap.wrap(str(row_labels[i]), 22)[:3]), fontsize=10,
-                 ha="left", va="center")
+        top, left = y + (i // per_row) * (th + score_h + gap), pair_left(i % per_row) + label_w
+        fig.text(*at(pair_left(i % per_row), top + th / 2), "\n".join(textwrap.wrap(str(row_labels[i]), 22)[:3]),
+                 fontsize=10, ha="left", va="center")
         for c, (column, scores) in enumerate(((tiles[0], before_scores), (tiles[1], after_scores))):
-            x0, y0 = at(left + c * (tw + gap) - 1, y + th + 1)
+            x0, y0 = at(left + c * (tw + gap) - 1, top + th + 1)
             # a grey axes one pixel larger under the render: renders on white need an edge, and a
             # spine would be drawn over the render's own border pixels
             edge = fig.add_axes((x0, y0, (tw + 2) / width, (th + 2) / height), label="edge")
@@ -366,14 +383,13 @@ def before_after_figure(before: Sequence, after: Sequence, row_labels: Sequence[
             edge.set_xticks([])
             edge.set_yticks([])
             edge.spines[:].set_visible(False)
-            x0, y0 = at(left + c * (tw + gap), y + th)
+            x0, y0 = at(left + c * (tw + gap), top + th)
             ax = fig.add_axes((x0, y0, tw / width, th / height), label=f"{('before', 'after')[c]} {i}")
             ax.imshow(column[i], interpolation="nearest", extent=(0, tw, th, 0))
             ax.set_axis_off()
             if scores is not None:
-                fig.text(*at(left + c * (tw + gap) + tw / 2, y + th + 2), f"{score_name} {scores[i]:.3f}",
+                fig.text(*at(left + c * (tw + gap) + tw / 2, top + th + 2), f"{score_name} {scores[i]:.3f}",
                          fontsize=9, ha="center", va="top", color="0.25")
-        y += th + score_h + gap
     return fig
 
 

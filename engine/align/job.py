@@ -248,10 +248,10 @@ def sheet_rows(prompts: list[str], seeds: list[int], limit: int = SHEET_MAX_ROWS
 def write_before_after(path: Path, before: list, after: list, rows: list[int], prompts: list[str], seeds: list[int],
                        before_rewards: torch.Tensor, after_rewards: torch.Tensor, method: str, reward_name: str,
                        rounds: int, swatches=()) -> Path:
-    """The before/after sheet: one row per shown held-out (prompt, seed) (``rows``, indices into
-    ``prompts``/``seeds``/the rewards; ``before``/``after`` are their renders), the base model's render
-    beside the finetuned one's, each with its reward; titled with the method, reward and rounds, and
-    the held-out mean over all the samples before -> after."""
+    """The before/after sheet: a pair per shown held-out (prompt, seed), two pairs a row (``rows``,
+    indices into ``prompts``/``seeds``/the rewards; ``before``/``after`` are their renders), the base
+    model's render beside the finetuned one's, each with its reward; titled with the method, reward
+    and rounds, and the held-out mean over all the samples before -> after."""
     n, k = len(prompts), len(dict.fromkeys(prompts))
     subtitle = (f"held-out reward {float(before_rewards.mean()):.3f} \u2192 {float(after_rewards.mean()):.3f} "
                 f"(mean of {n} sample{'s' * (n != 1)}: {k} prompt{'s' * (k != 1)} \u00d7 {n // k} seed{'s' * (n // k != 1)}"

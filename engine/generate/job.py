@@ -333,14 +333,36 @@ def remove_stale_staging(parent: Path, stale_after_s: float = STAGING_STALE_AFTE
     return removed
 
 
-def _commit(staging: Path, out_dir: Path, previous: list[Path]) -> None:
-    """Replace the previous run's files (if any) and move the finished staging folder to ``out_dir``
-    in one rename; ``out_dir`` must then be absent or empty (never overwritten)."""
-    for path in previous:  # listed files, and folders holding only listed files (previous_run_files)
+def _remove_entries(previous: list[Path]) -> None:
+    """Delete what :func:`previous_run_files` returned: listed files, and folders holding only listed files."""
+    for path in previous:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+def remove_previous_run(out: Path, name: str = "out_dir", overwrite_name: str = "overwrite") -> list[Path]:
+    """Remove the previous generate run in ``out``, and the folder, as ``overwrite`` replaces one: only
+    a folder holding nothing but its manifest and the files that lists (:func:`previous_run_files`;
+    anything else is a BadInput and nothing is deleted). For a caller whose new run leaves the folder
+    out (the demo with no alignment drops its ``aligned/``). Returns the entries removed ([] when
+    ``out`` did not exist); a RuntimeError when files appear in ``out`` meanwhile (they are kept)."""
+    previous = previous_run_files(out, True, name, overwrite_name)
+    _remove_entries(previous)
+    if out.is_dir():
+        try:
+            out.rmdir()
+        except OSError:
+            raise RuntimeError(f"{out} changed while its previous generate run was removed (it holds new "
+                               "files); they were kept") from None
+    return previous
+
+
+def _commit(staging: Path, out_dir: Path, previous: list[Path]) -> None:
+    """Replace the previous run's files (if any) and move the finished staging folder to ``out_dir``
+    in one rename; ``out_dir`` must then be absent or empty (never overwritten)."""
+    _remove_entries(previous)
     if out_dir.exists():
         try:
             out_dir.rmdir()
@@ -558,5 +580,6 @@ def render_preview_tiles(model, assets, job: GenerateJob) -> tuple[list, str]:
     return render_thumbnails(model, [a.latent for a in assets], job.preview_resolution, job.batch_size, samples=64), "volume"
 
 
-__all__ = ["GenerateJob", "run_generate", "load_job_model", "previous_run_files", "remove_stale_staging",
-           "render_preview_tiles", "cli_names", "json_names", "STAGING_STALE_AFTER_S", "STAGING_NAME"]
+__all__ = ["GenerateJob", "run_generate", "load_job_model", "previous_run_files", "remove_previous_run",
+           "remove_stale_staging", "render_preview_tiles", "cli_names", "json_names", "STAGING_STALE_AFTER_S",
+           "STAGING_NAME"]

@@ -59,13 +59,23 @@ def test_generate_writes_meshes_and_manifest(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files
 
 
-def test_demo_writes_meshes_contact_sheet_and_manifest(tmp_path):
+# the cheapest demo: two prompts, 48 px Cycles tiles, 6 sampling steps
+SMALL_DEMO = ["demo", "--prompt", "a red cube", "--prompt", "a blue torus", "--resolution", "48", "--samples", "4",
+              "--steps", "6"]
+
+
+@pytest.fixture(scope="module")
+def aligned_demo(tmp_path_factory) -> Path:
+    """A small demo with one alignment round (shared: it takes half a minute); tests that change it copy it."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert main([*SMALL_DEMO, "--out", str(out), "--align-steps", "1"]) == 0
+    return out
+
+
+def test_demo_writes_meshes_contact_sheet_and_manifest(aligned_demo):
     from PIL import Image
 
-    out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--prompt", "a red cube", "--prompt", "a blue torus", "--resolution", "48",
-                 "--samples", "4", "--steps", "6", "--align-steps", "1"])
-    assert code == 0
+    out = aligned_demo
     from engine.generate.records import GenerateResult
 
     manifest = json.loads((out / "manifest.json").read_text())
@@ -85,6 +95,36 @@ def test_demo_writes_meshes_contact_sheet_and_manifest(tmp_path):
     pixels = sheet.convert("RGB").load()
     # The red cube's tile (left column) is not blank: some pixel is clearly red.
     assert any(pixels[x, y][0] > 150 and pixels[x, y][1] < 90 for x in range(sheet.size[0] // 2) for y in range(sheet.size[1]))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_demo_rerun_without_alignment_removes_the_previous_aligned_run(aligned_demo, tmp_path, capsys):
+    """--align-steps 0 into a folder holding an aligned demo: its aligned/ goes (only that run's listed
+    files; a folder with anything else is refused and nothing changes), and the pointer manifest no
+    longer names it."""
+    import shutil
+
+    out = tmp_path / "demo"
+    shutil.copytree(aligned_demo, out)
+    assert json.loads((out / "manifest.json").read_text())["aligned"] == "aligned/manifest.json"
+    stray = out / "aligned" / "my notes.txt"
+    stray.write_text("not the demo's")
+    before = _files(out)
+    assert main([*SMALL_DEMO, "--out", str(out), "--align-steps", "0"]) == 2
+    err = _one_line_error(capsys)
+    assert "a demo rerun replaces only a previous generate run" in err and "my notes.txt" in err
+    assert _files(out) == before  # refused before any work: everything kept, the pointer unchanged
+
+    stray.unlink()
+    assert main([*SMALL_DEMO, "--out", str(out), "--align-steps", "0"]) == 0
+    assert not (out / "aligned").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["aligned"] is None and manifest["alignment"] is None and "align_s" not in manifest["timings"]
+    assert manifest["base"] == "base/manifest.json" and (out / manifest["base"]).is_file()
+    assert (out / "base" / "manifest.json").read_bytes() != before["base/manifest.json"]  # base/ is this run's
 
 
 def _one_line_error(capsys) -> str:

@@ -130,7 +130,7 @@ def _render(rgb, size=48):
     return torch.tensor(rgb, dtype=torch.float32)[:, None, None].expand(3, size, size).clone()
 
 
-def test_before_after_sheet_has_a_row_per_sample_titled_with_the_run(tmp_path):
+def test_before_after_sheet_has_two_pairs_a_row_titled_with_the_run(tmp_path):
     before = [_render((1.0, 0.0, 0.0)), _render((0.0, 0.0, 1.0)), _render((0.0, 1.0, 0.0))]
     after = [_render((1.0, 0.53, 0.0)), _render((1.0, 0.6, 0.1)), _render((0.9, 0.5, 0.0))]
     rows = ["a cube #0", "a torus #0", "a cone #1"]
@@ -144,11 +144,13 @@ def test_before_after_sheet_has_a_row_per_sample_titled_with_the_run(tmp_path):
     assert "reward -0.400" in texts and "reward -0.300" in texts
     image_axes = {ax.get_label(): ax for ax in fig.axes if ax.images}
     assert sorted(image_axes) == sorted(f"{c} {i}" for c in ("before", "after") for i in range(3))
-    for i in range(3):  # one row per sample: before on the left, after on the right, at one height
+    for i in range(3):  # each pair: before on the left, after on the right, at one height
         b, a = image_axes[f"before {i}"].get_position(), image_axes[f"after {i}"].get_position()
         assert b.x1 < a.x0 and abs(b.y0 - a.y0) < 1e-9
-        if i:
-            assert b.y1 < image_axes[f"before {i - 1}"].get_position().y0  # each row below the last
+    pos = {k: ax.get_position() for k, ax in image_axes.items()}
+    # two pairs a row: sample 1 right of sample 0 on its row, sample 2 on the next row, on the left
+    assert pos["after 0"].x1 < pos["before 1"].x0 and abs(pos["before 0"].y0 - pos["before 1"].y0) < 1e-9
+    assert pos["before 2"].y1 < pos["before 0"].y0 and abs(pos["before 2"].x0 - pos["before 0"].x0) < 1e-9
     swatch = next(ax for ax in fig.axes if ax.get_label().startswith("swatch"))
     assert swatch.get_facecolor()[:3] == pytest.approx((1.0, 0.533, 0.0))
 
@@ -160,6 +162,34 @@ def test_before_after_sheet_has_a_row_per_sample_titled_with_the_run(tmp_path):
     # every render is drawn pixel for pixel: the pure red before-tile is a 48x48 block
     red = (arr == (255, 0, 0)).all(-1)
     assert red.sum() == 48 * 48
+    # an odd count leaves the last row's right half empty: white from the right pair's label column on
+    last_row = pos["before 2"]
+    top, bottom = round((1 - last_row.y1) * height), round((1 - last_row.y0) * height) + 16  # with the captions
+    right_half = next(t for t in fig.texts if t.get_text() == "a torus #0").get_position()[0]
+    assert (arr[top:bottom, round(right_half * width) - 2:] == 255).all()
+    assert (arr[top - 80:top - 16, round(right_half * width) - 2:] != 255).any()  # where sample 1 is
+
+
+def test_before_after_sheet_of_the_demos_dozen_samples_is_half_as_tall(tmp_path):
+    """The demo's 12 held-out samples at 192 px were one 2.8k px tall column of pairs; two pairs a row
+    halve it. Widths and heights are the layout's pixels: a pair is a 170 px label column, two tiles
+    and a 10 px gap, 30 px part the two pairs, 14 px margins, and a row is a tile, its 18 px caption
+    and a 10 px gap."""
+    size = 192
+
+    def sheet(n: int) -> tuple[int, int]:
+        images = [_render((1.0, 0.0, 0.0), size)] * n
+        path = before_after_sheet(tmp_path / f"ba{n}.png", images, images, [f"a red cube #{i}" for i in range(n)],
+                                  "nabla on palette, 30 rounds", subtitle="held-out reward -0.335 -> -0.263",
+                                  before_scores=[-0.4] * n, after_scores=[-0.2] * n, swatches=[(1.0, 0.533, 0.0)])
+        return _not_blank(path)
+
+    (w1, h1), (w3, h3), (w12, h12) = sheet(1), sheet(3), sheet(12)
+    assert w1 == 170 + 2 * size + 10 + 2 * 14  # one sample: one pair, nothing beside it
+    assert w3 == w12 == 2 * (170 + 2 * size + 10) + 30 + 2 * 14
+    row = size + 18 + 10
+    assert h3 - h1 == row and h12 - h1 == 5 * row  # 2 rows for 3 samples, 6 for 12
+    assert h12 < 6 * row + 200 < 12 * size
 
 
 def test_before_after_sheet_refuses_mismatched_input():
