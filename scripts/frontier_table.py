@@ -22,6 +22,13 @@ checkpoint round (every 10 rounds and the last: ``heldout.jsonl``), so each run 
 4. **Paper budget** (jobs ``paper/<reward>/seed<S>/<method>``): the chosen settings, 100 rounds x 16
    trajectories (one update of 16 a round), training seeds 0 and 1, 64 held-out samples (the table's
    seeds 2,000,000, floor 3,000,000), measured at every 10th round.
+5. **Variants** (:data:`VARIANTS`, jobs ``tune/<reward>/<variant>/<setting>``, after every other job):
+   another setting of a method (e.g. Nabla-R2D3 with ``subsample=0.1``) tuned on the same grid and
+   budget as its method and reported as a row of its own, with its seconds per round, so a cheaper
+   estimate is judged by held-out reward per training second against the full one (issue 21, part 4).
+   Their paper-budget jobs (``paper/<reward>/seed<S>/<variant>``) only with ``--variant-paper``.
+
+    .venv/bin/python scripts/frontier_table.py queue --only tune/palette/nabla-sub0.1   # one variant's tuning on one reward
 
 Resumable at every level: a job whose status file (``<out>/jobs/...json``) says done is skipped,
 an interrupted training continues from its checkpoint, measurements are cached. A job that diverges
@@ -74,6 +81,27 @@ SPREAD_EVAL_SEEDS = 8
 
 
 @dataclass(frozen=True)
+class Variant:
+    """Another setting of one method, tuned on the method's grid and budget and reported as its own row."""
+
+    name: str  # its row, folder and job-name part, e.g. "nabla-sub0.1" (never a method's name)
+    method: str  # the method it trains (evaluate_alignment.py's --methods; the run folder's last part)
+    sets: tuple[str, ...]  # AlignConfig FIELD=VALUE items, passed after the method's own --set items
+    label: str  # its name in tables and plots
+    cost: float = 1.0  # guessed seconds per round relative to its method's, for estimates until measured
+
+
+# subsample 0.1: a round measured at 1.43x a ReFL round, against ~2.2x for the table's Nabla setting
+# (9.6 s against 4.3 s per round in the tuning logs), hence the estimate's 0.65.
+VARIANTS = (Variant("nabla-sub0.1", "nabla", ("subsample=0.1",), "Nabla-R2D3 (subsample 0.1)", cost=0.65),)
+VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
+VARIANT_REWARDS = ("palette", "critic", "dnc")  # the order of their tuning jobs: palette is part 4's yardstick
+VARIANT_PAPER = False  # paper-budget jobs for the variants too (--variant-paper)
+if len(VARIANT_BY_NAME) != len(VARIANTS) or any(v.name in METHODS or v.method not in METHODS for v in VARIANTS):
+    raise ValueError("every variant needs a unique name that is not a method's, and a method of METHODS")
+
+
+@dataclass(frozen=True)
 class Budget:
     rounds: int
     trajectories: int
@@ -103,12 +131,20 @@ class Job:
     seed: int = 0
     budget: Budget | None = None
     needs: list[str] = field(default_factory=list)  # rewards whose tuning must be finished (paper jobs)
+    variant: str = ""  # a VARIANTS name; its runs train `method` in folders of their own
+
+    @property
+    def row(self) -> str:
+        """The table row (and chosen.json key) this job belongs to: its variant, else its method."""
+        return self.variant or self.method
 
     def folder(self, out: Path) -> Path:
         """evaluate_alignment.py's --out for this job."""
         if self.kind == "tune":
-            return out / "tune" / self.reward / self.method / setting_slug(self.lr, self.beta)
+            return out / "tune" / self.reward / self.row / setting_slug(self.lr, self.beta)
         if self.kind == "paper":
+            if self.variant:  # evaluate_alignment.py names the run after the method: a folder of its own
+                return out / "paper" / self.reward / self.variant / f"seed{self.seed}"
             return out / "paper" / self.reward / f"seed{self.seed}"
         return out / "spread"
 
@@ -124,22 +160,32 @@ def setting_slug(lr: float, beta: float | None) -> str:
     return f"lr{lr:g}" + ("" if beta is None else f"_beta{beta:g}")
 
 
+def row_label(row: str) -> str:
+    """A row's name in tables and plots: a method's own name, a variant's label."""
+    return VARIANT_BY_NAME[row].label if row in VARIANT_BY_NAME else row
+
+
 def tuning_jobs(reward: str, methods) -> list[Job]:
+    """The tuning jobs of each of ``methods`` (method or variant names) on ``reward``; a variant gets
+    its method's grid."""
     jobs = []
-    for method in methods:
+    for row in methods:
+        variant = row if row in VARIANT_BY_NAME else ""
+        method = VARIANT_BY_NAME[row].method if variant else row
         grid = NABLA_LR_GRID.get(reward, LR_GRID["nabla"]) if method == "nabla" else LR_GRID[method]
         betas = BETAS[reward] if method == "nabla" else (None,)
         for beta in betas:
             for lr in grid:
-                jobs.append(Job(f"tune/{reward}/{method}/{setting_slug(lr, beta)}", "tune", reward, method, lr, beta,
-                                TUNE_SEED, TUNE))
+                jobs.append(Job(f"tune/{reward}/{row}/{setting_slug(lr, beta)}", "tune", reward, method, lr, beta,
+                                TUNE_SEED, TUNE, variant=variant))
     return jobs
 
 
 def plan() -> list[Job]:
     """Every job, in the order that teaches most first: the DNC baselines (which collapsed at the
     palette-tuned rates), Nabla-R2D3's beta x lr on palette, the palette baselines, the critic, then
-    Nabla-R2D3 on DNC; then the paper-budget runs, seed 0 of every reward before seed 1."""
+    Nabla-R2D3 on DNC; then the paper-budget runs, seed 0 of every reward before seed 1; then the
+    variants (after everything else, so a queue that was running keeps its order)."""
     jobs = [Job("spread", "spread")]
     jobs += tuning_jobs("dnc", ("refl", "draft", "ddpo"))
     jobs += tuning_jobs("palette", ("nabla",))
@@ -151,6 +197,20 @@ def plan() -> list[Job]:
             for method in METHODS:
                 jobs.append(Job(f"paper/{reward}/seed{seed}/{method}", "paper", reward, method, seed=seed, budget=PAPER,
                                 needs=[reward]))
+    return jobs + variant_jobs()
+
+
+def variant_jobs() -> list[Job]:
+    """Every variant's tuning jobs, reward by reward; with :data:`VARIANT_PAPER` their paper-budget jobs."""
+    jobs = []
+    for reward in VARIANT_REWARDS:
+        jobs += tuning_jobs(reward, [v.name for v in VARIANTS])
+    if VARIANT_PAPER:
+        for seed in PAPER_SEEDS:
+            for reward in REWARDS:
+                for v in VARIANTS:
+                    jobs.append(Job(f"paper/{reward}/seed{seed}/{v.name}", "paper", reward, v.method, seed=seed,
+                                    budget=PAPER, needs=[reward], variant=v.name))
     return jobs
 
 
@@ -182,21 +242,31 @@ def tuning_curves(out: Path, reward: str, method: str) -> dict[str, list[dict]]:
     return curves
 
 
-def tuning_finished(out: Path, reward: str) -> bool:
-    return all((job_status(out, j) or {}).get("state") in ("done", "failed") for j in tuning_jobs(reward, METHODS))
+def tuning_finished(out: Path, reward: str, variants: tuple[str, ...] = ()) -> bool:
+    """Every method's tuning on ``reward`` is done or failed (and that of ``variants``, when given)."""
+    return all((job_status(out, j) or {}).get("state") in ("done", "failed")
+               for j in tuning_jobs(reward, METHODS + tuple(variants)))
+
+
+def _needed_variants(job: Job) -> tuple[str, ...]:
+    return (job.variant,) if job.variant else ()
 
 
 def chosen_settings(out: Path, reward: str) -> dict[str, dict]:
-    """Method -> {"setting", "lr", "beta", "reason"} by the table's rule, from the tuning runs."""
+    """Method (or variant) -> {"setting", "lr", "beta", "reason", "complete"} by the table's rule, from
+    the tuning runs; a variant's entry also names its "method", "label" and extra "sets"."""
     chosen = {}
-    for method in METHODS:
-        curves = tuning_curves(out, reward, method)
+    for row in METHODS + tuple(VARIANT_BY_NAME):
+        curves = tuning_curves(out, reward, row)
         if not curves:
             continue
         choice = choose_setting(curves, TUNE_FD_MAX[reward])
-        job = next(j for j in tuning_jobs(reward, (method,)) if setting_name(j.lr, j.beta) == choice.setting)
-        chosen[method] = {"setting": choice.setting, "lr": job.lr, "beta": job.beta, "reason": choice.reason,
-                          "complete": len(curves) == len(tuning_jobs(reward, (method,)))}
+        job = next(j for j in tuning_jobs(reward, (row,)) if setting_name(j.lr, j.beta) == choice.setting)
+        chosen[row] = {"setting": choice.setting, "lr": job.lr, "beta": job.beta, "reason": choice.reason,
+                       "complete": len(curves) == len(tuning_jobs(reward, (row,)))}
+        if row in VARIANT_BY_NAME:
+            v = VARIANT_BY_NAME[row]
+            chosen[row].update(method=v.method, label=v.label, sets=list(v.sets))
     return chosen
 
 
@@ -216,7 +286,7 @@ def job_argv(out: Path, job: Job, threads: int) -> list[str]:
     b = job.budget
     lr, beta = job.lr, job.beta
     if job.kind == "paper":
-        choice = chosen_settings(out, job.reward)[job.method]
+        choice = chosen_settings(out, job.reward)[job.row]
         lr, beta = choice["lr"], choice["beta"]
     argv = ["--out", str(job.folder(out)), "--rewards", job.reward, "--methods", "base", job.method,
             "--rounds", str(b.rounds), "--trajectories", str(b.trajectories), "--eval-seeds", str(b.eval_seeds),
@@ -229,6 +299,9 @@ def job_argv(out: Path, job: Job, threads: int) -> list[str]:
     if job.method == "nabla":
         for item in NABLA_SETS:
             argv += ["--set", item]
+    if job.variant:  # after the method's own, so a variant may also override those
+        for item in VARIANT_BY_NAME[job.variant].sets:
+            argv += ["--set", f"{job.method}.{item}"]
     for item in EXTRA_SETS:
         argv += ["--set", f"{job.method}.{item}"]
     return argv
@@ -307,7 +380,7 @@ def run_job(out: Path, job: Job, model, critic, threads: int, say) -> dict:
     if job.kind == "spread":
         run_spread(out, model, critic, threads, say)
         return {"state": "done"}
-    if job.kind == "paper" and not tuning_finished(out, job.reward):
+    if job.kind == "paper" and not tuning_finished(out, job.reward, _needed_variants(job)):
         raise RuntimeError(f"the tuning of {job.reward} is not finished")
     _share_base_measurements(out, job)
     argv = job_argv(out, job, threads)
@@ -341,7 +414,7 @@ def queue(out: Path, only: list[str], threads: int, retry_failed: bool) -> int:
         state = (job_status(out, job) or {}).get("state")
         if state == "done" or (state == "failed" and not retry_failed):
             continue
-        if job.kind == "paper" and not tuning_finished(out, job.reward):
+        if job.kind == "paper" and not tuning_finished(out, job.reward, _needed_variants(job)):
             say(f"skipping {job.name}: the tuning of {job.reward} is not finished")
             continue
         say(f"starting {job.name}")
@@ -380,7 +453,7 @@ def queue(out: Path, only: list[str], threads: int, retry_failed: bool) -> int:
 # --- estimates ------------------------------------------------------------------------------------------------
 
 def measured_rates(out: Path) -> dict[tuple[int, str], float]:
-    """(trajectories per round, method) -> measured seconds per round, from finished runs' logs."""
+    """(trajectories per round, method or variant) -> measured seconds per round, from the runs' logs."""
     rates: dict[tuple[int, str], list[float]] = {}
     for job in plan():
         if job.kind == "spread":
@@ -389,7 +462,7 @@ def measured_rates(out: Path) -> dict[tuple[int, str], float]:
         if log.is_file():
             times = [json.loads(l)["time_s"] for l in log.read_text().splitlines() if l.strip()]
             if times:
-                rates.setdefault((job.budget.trajectories, job.method), []).extend(times)
+                rates.setdefault((job.budget.trajectories, job.row), []).extend(times)
     return {k: sum(v) / len(v) for k, v in rates.items()}
 
 
@@ -397,26 +470,39 @@ def estimate_s(job: Job, rates: dict) -> float:
     if job.kind == "spread":
         return len(SPREAD_SEED_BASES) * 8 * SPREAD_EVAL_SEEDS * GUESS_S_PER_SAMPLE
     b = job.budget
-    per_round = rates.get((b.trajectories, job.method))
-    if per_round is None:  # scale a measured rate at another batch size (a round's cost is about linear in it)
-        other = [(t, s) for (t, m), s in rates.items() if m == job.method]
-        per_round = (other[0][1] * b.trajectories / other[0][0] if other
-                     else GUESS_S_PER_ROUND.get(b.trajectories, {}).get(job.method, 1.0))
+    cost = VARIANT_BY_NAME[job.variant].cost if job.variant else 1.0
+    per_round = _measured_rate(rates, b.trajectories, job.row)
+    if per_round is None and job.variant:  # not run yet: its method's rate, scaled by the variant's guess
+        per_round = _measured_rate(rates, b.trajectories, job.method)
+        per_round = None if per_round is None else per_round * cost
+    if per_round is None:
+        per_round = GUESS_S_PER_ROUND.get(b.trajectories, {}).get(job.method, 1.0) * cost
     measurements = b.rounds // 10 + 2  # every 10th round, the final (reused) and the base sets (shared)
     return b.rounds * per_round + measurements * 8 * b.eval_seeds * GUESS_S_PER_SAMPLE
+
+
+def _measured_rate(rates: dict, trajectories: int, row: str) -> float | None:
+    """The measured seconds per round of ``row`` at this batch size, else scaled from another batch size
+    (a round's cost is about linear in it), else None."""
+    if (trajectories, row) in rates:
+        return rates[(trajectories, row)]
+    other = [(t, s) for (t, m), s in rates.items() if m == row]
+    return other[0][1] * trajectories / other[0][0] if other else None
 
 
 def print_plan(out: Path) -> None:
     rates = measured_rates(out)
     left = 0.0
-    for job in plan():
+    jobs = plan()
+    width = max(42, *(len(job.name) for job in jobs))
+    for job in jobs:
         status = job_status(out, job) or {}
         state = status.get("state", "todo")
         est = estimate_s(job, rates)
         if state not in ("done", "failed"):
             left += est
         took = f", took {status['wall_s'] / 3600:.2f} h" if "wall_s" in status else ""
-        print(f"{job.name:42s} {state:7s} est {est / 3600:5.2f} h{took}")
+        print(f"{job.name:{width}s} {state:7s} est {est / 3600:5.2f} h{took}")
     print(f"left: about {left / 3600:.1f} h (per-round seconds measured: "
           + (", ".join(f"{m}@{t}: {s:.1f}" for (t, m), s in sorted(rates.items())) or "none yet") + ")")
 
@@ -445,36 +531,65 @@ def report(out: Path) -> Path:
         chosen = chosen_settings(out, reward)
         all_chosen[reward] = chosen
         rows, curves_for_plot, marked, groups, first_floor = [], {}, {}, {}, None
-        for method in METHODS:
-            for setting, rows_ in tuning_curves(out, reward, method).items():
-                best = best_under_fd(rows_, TUNE_FD_MAX[reward])
+        by_seconds, per_second, tuning_base = {}, [], None  # the chosen settings: reward against training seconds
+        cap = TUNE_FD_MAX[reward]
+        for row in METHODS + tuple(VARIANT_BY_NAME):
+            name = row_label(row)
+            runs = {setting_name(j.lr, j.beta): j.run_folder(out) for j in tuning_jobs(reward, (row,))}
+            for setting, rows_ in tuning_curves(out, reward, row).items():
+                best = best_under_fd(rows_, cap)
                 last = rows_[-1]
-                mark = " **chosen**" if chosen.get(method, {}).get("setting") == setting else ""
-                rows.append(f"| {method} | {setting}{mark} | "
+                clock = training_clock(runs[setting])
+                per_round = clock[max(clock)] / max(clock) if len(clock) > 1 else None
+                mark = " **chosen**" if chosen.get(row, {}).get("setting") == setting else ""
+                rows.append(f"| {name} | {setting}{mark} | "
                             + ("none" if best is None else f"{best['reward_mean']:.4g} / {best['fd_to_base']:.3g} (r{best['round']})")
-                            + f" | {last['reward_mean']:.4g} / {_fd(last)} (r{last['round']}) |")
-                label = f"{method} {setting}"
+                            + f" | {last['reward_mean']:.4g} / {_fd(last)} (r{last['round']}) | "
+                            + ("-" if per_round is None else f"{per_round:.1f}") + " |")
+                label = f"{name} {setting}"
                 first_floor = first_floor if first_floor is not None else rows_[0].get("fd_floor")
+                if tuning_base is None and rows_[0]["round"] == 0:  # the same base set for every tuning run
+                    tuning_base = rows_[0]["reward_mean"]
                 curves_for_plot[label] = [(r["fd_to_base"], r["reward_mean"]) for r in rows_ if r.get("fd_to_base") is not None]
-                groups[label] = method
+                groups[label] = row
                 if mark and best is not None:
                     marked[label] = [(best["fd_to_base"], best["reward_mean"])]
+                if mark:
+                    points = [(clock[r["round"]], r["reward_mean"]) for r in rows_ if r["round"] in clock]
+                    if points:
+                        by_seconds[name] = points
+                    per_second.append(_per_second_row(name, setting, rows_, best, clock, per_round))
         if rows:
             lines += [f"## Tuning: {reward}", "",
                       f"Budget per run: {TUNE.rounds} rounds x {TUNE.trajectories} trajectories, training seed {TUNE_SEED}, "
                       f"{8 * TUNE.eval_seeds} held-out samples on the tuning seeds. Rule: the highest held-out reward at "
-                      f"FD <= {TUNE_FD_MAX[reward]:g} at any measured round.", "",
-                      f"| method | setting | best reward / FD at FD <= {TUNE_FD_MAX[reward]:g} (round) | last measured reward / FD (round) |",
-                      "|---|---|---|---|", *rows, ""]
-            for method, c in chosen.items():
-                lines.append(f"- {method}: {c['setting']} ({c['reason']}{'' if c['complete'] else '; tuning not complete'})")
+                      f"FD <= {cap:g} at any measured round. Seconds per training round: the runs' own (`log.jsonl`, "
+                      f"one thread, held-out measurements not included; wall clock on a shared machine, so "
+                      f"compare runs made under the same load).", "",
+                      f"| method | setting | best reward / FD at FD <= {cap:g} (round) | last measured reward / FD (round) | s/round |",
+                      "|---|---|---|---|---|", *rows, ""]
+            for row, c in chosen.items():
+                lines.append(f"- {row_label(row)}: {c['setting']} ({c['reason']}{'' if c['complete'] else '; tuning not complete'})")
             lines.append("")
             if any(curves_for_plot.values()):
                 frontier_plot(curves_for_plot, out / f"tuning_{reward}.png", f"tuning runs: {reward}", marked=marked,
-                              fd_levels=[TUNE_FD_MAX[reward]], groups=groups, floor=first_floor, x_max=PLOT_FD_MAX)
+                              fd_levels=[cap], groups=groups, floor=first_floor, x_max=PLOT_FD_MAX)
                 lines += [f"![tuning runs, {reward}](tuning_{reward}.png)", ""]
+            lines += [f"### Held-out reward per training second: {reward} (chosen settings)", "",
+                      f"| method | setting | s/round | best reward at FD <= {cap:g} (round) | training s to that round "
+                      "| reward gain over base per training minute |", "|---|---|---|---|---|---|", *per_second, ""]
+            if by_seconds:
+                progress_plot(by_seconds, out / f"seconds_{reward}.png",
+                              f"held-out reward vs training time, chosen tuning settings: {reward}",
+                              base=tuning_base, xlabel="training seconds (one thread)")
+                lines += [f"![reward vs training seconds, {reward}](seconds_{reward}.png)", ""]
         paper = {m: {f"seed {s}": _curve_or_none(Job("", "paper", reward, m, seed=s, budget=PAPER).run_folder(out))
                      for s in PAPER_SEEDS} for m in METHODS}
+        for v in VARIANTS:  # a row only once one of its paper runs has a curve
+            by_seed = {f"seed {s}": _curve_or_none(Job("", "paper", reward, v.method, seed=s, budget=PAPER,
+                                                       variant=v.name).run_folder(out)) for s in PAPER_SEEDS}
+            if any(by_seed.values()):
+                paper[v.label] = by_seed
         if any(c for by_seed in paper.values() for c in by_seed.values()):
             base_rows = [c[0] for by_seed in paper.values() for c in by_seed.values() if c]
             lines += [f"## Paper budget: {reward}", "",
@@ -503,6 +618,42 @@ def report(out: Path) -> Path:
     return write_bytes(out / "frontier.md", "\n".join(lines).encode())
 
 
+def training_clock(run_folder: Path) -> dict[int, float]:
+    """Round -> training seconds up to the end of that round (round 0: 0), from the run's ``log.jsonl``
+    (``time_s`` per round: the update alone, without the held-out measurements); rounds after a gap
+    in the log are left out. Empty when there is no log."""
+    path = run_folder / "log.jsonl"
+    if not path.is_file():
+        return {}
+    times = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            times[record["step"]] = float(record["time_s"])  # a round logged twice (a resume): the last
+    clock, total = {0: 0.0}, 0.0
+    for step in range(1, max(times, default=0) + 1):
+        if step not in times:
+            break
+        total += times[step]
+        clock[step] = total
+    return clock
+
+
+def _per_second_row(name: str, setting: str, rows: list[dict], best: dict | None, clock: dict[int, float],
+                    per_round: float | None) -> str:
+    """A row of the reward-per-training-second table: the best round at the cap, the training seconds to
+    reach it, and its gain over the base (round 0 of the same curve) per training minute."""
+    base = rows[0]["reward_mean"] if rows and rows[0]["round"] == 0 else None
+    cells = [name, setting, "-" if per_round is None else f"{per_round:.1f}"]
+    if best is None:
+        return "| " + " | ".join(cells + ["none", "-", "-"]) + " |"
+    seconds = clock.get(best["round"])
+    gain = ("-" if seconds is None or seconds <= 0 or base is None
+            else f"{(best['reward_mean'] - base) / (seconds / 60):.3g}")
+    cells += [f"{best['reward_mean']:.4g} (r{best['round']})", "-" if seconds is None else f"{seconds:.0f}", gain]
+    return "| " + " | ".join(cells) + " |"
+
+
 def _curve_or_none(folder: Path) -> list[dict] | None:
     path = folder / "heldout.jsonl"
     return read_curve(path) if path.is_file() else None
@@ -524,9 +675,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny budgets to check the machinery (use another --out)")
+    p.add_argument("--variant-paper", action="store_true",
+                   help="add paper-budget jobs for the variants (VARIANTS) after their tuning jobs")
     args = p.parse_args(argv)
     if args.smoke:
         use_smoke_budgets()
+    if args.variant_paper:
+        global VARIANT_PAPER
+        VARIANT_PAPER = True
     if args.threads < 1:
         p.error("--threads must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
