@@ -45,7 +45,7 @@ from engine.render.cameras import OrbitConfig  # noqa: E402
 from engine.render.volume import VolumeRenderConfig  # noqa: E402
 from engine.rewards.preference import (DEFAULT_FEATURE, FEATURE_KINDS, CriticFeatures, FitSettings,  # noqa: E402
                                        PreferenceError, PreferenceReward, feature_net, fit_head)
-from engine.rewards.preference_study import (RULES, STUDY_PROMPTS, held_out_auc, make_candidates,  # noqa: E402
+from engine.rewards.preference_study import (RULES, held_out_auc, make_candidates,  # noqa: E402
                                              marks_from_measure, rule_measure)
 from engine.sampling.sampler import SamplerConfig  # noqa: E402
 
@@ -57,7 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--picks", type=int, default=36, help="candidates the artist marks (default 36)")
     p.add_argument("--held-out", type=int, default=60, help="held-out candidates for the AUC (default 60)")
     p.add_argument("--rounds", type=int, default=8, help="alignment rounds per method (default 8)")
-    p.add_argument("--eval-seeds", type=int, default=4, help="held-out seeds per prompt for the rule measure and FD")
+    p.add_argument("--eval-samples", type=int, default=24,
+                   help="held-out samples (cycling over the rule's prompts) for the rule measure and FD (default 24)")
     p.add_argument("--sampling-steps", type=int, default=20)
     p.add_argument("--beta", type=float, default=3e3, help="Nabla-R2D3's reward scale on the preference (the critic's)")
     p.add_argument("--lr", type=float, default=5e-4, help="Nabla-R2D3's learning rate on the preference (the critic's)")
@@ -69,7 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--trajectories", type=int, default=8, help="trajectories per round, all in one update (default 8)")
     p.add_argument("--resolution", type=int, default=24, help="reward render size during alignment (default 24)")
     p.add_argument("--pick-counts", type=int, nargs="+", default=[12, 24, 36], help="pick counts of the AUC curve")
-    p.add_argument("--eval-every", type=int, default=4, help="rounds between held-out measurements (default 4)")
+    p.add_argument("--eval-every", type=int, default=2, help="rounds between held-out measurements (default 2)")
     p.add_argument("--docs", type=Path, help="also write the table and plot into this markdown file between the study markers")
     p.add_argument("--skip-align", action="store_true", help="only the AUCs")
     p.add_argument("--threads", type=int, default=1)
@@ -90,11 +91,11 @@ def align_config(method: str, rounds: int, steps: int, beta: float, lr: float, t
 
 
 @torch.no_grad()
-def held_out_figures(model, rule, features, seeds_per_prompt: int, sampler: SamplerConfig, first_seed: int = 2_000_000):
+def held_out_figures(model, rule, features, samples: int, sampler: SamplerConfig, first_seed: int = 2_000_000):
     """(rule figure, its second figure or None, preference features (N, D), critic features (N, 128)) of
-    held-out samples of ``model`` (prompts x seeds from ``first_seed``); FD is measured on the critic's
-    features whatever the preference uses."""
-    cands = make_candidates(model, len(STUDY_PROMPTS) * seeds_per_prompt, first_seed, features, sampler)
+    ``samples`` held-out samples of ``model`` (the rule's prompts in turn, seeds from ``first_seed``);
+    FD is measured on the critic's features whatever the preference uses."""
+    cands = make_candidates(model, samples, first_seed, features, sampler, prompts=rule.prompts)
     critic = CRITIC(cands.renders.rgb).mean(1)
     second = None if rule.second is None else rule.second.report(model, cands.latents, cands.prompts, cands.renders)
     return rule.report(rule.sample_measure(model, cands.latents, cands.prompts, cands.renders)), second, cands.features, critic
@@ -114,14 +115,18 @@ def main(argv=None) -> int:
     model = load_model("embedded")
     sampler = SamplerConfig(steps=args.sampling_steps)
     t0 = time.perf_counter()
-    train = make_candidates(model, args.picks, 0, features, sampler)
-    held = make_candidates(model, args.held_out, 50_000, features, sampler)
-    print(f"candidates: {args.picks} to pick, {args.held_out} held out ({time.perf_counter() - t0:.1f} s)", flush=True)
+    candidates = {}  # the rule's prompts -> (candidates to pick, held-out candidates)
+    for prompts in dict.fromkeys(RULES[name].prompts for name in args.rules):
+        candidates[prompts] = (make_candidates(model, args.picks, 0, features, sampler, prompts=prompts),
+                               make_candidates(model, args.held_out, 50_000, features, sampler, prompts=prompts))
+    print(f"candidates: {args.picks} to pick, {args.held_out} held out, for {len(candidates)} prompt set(s) "
+          f"({time.perf_counter() - t0:.1f} s)", flush=True)
     results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rules": {}}
     tuned = model_spec("embedded").alignment
     for name in args.rules:
         rule = RULES[name]
-        row = {"description": rule.description, "unit": rule.unit}
+        train, held = candidates[rule.prompts]
+        row = {"description": rule.description, "unit": rule.unit, "prompts": list(rule.prompts)}
         if rule.second is not None:
             row["second_unit"] = rule.second.unit
         marks, thresholds = marks_from_measure(rule_measure(rule, model, train), rule.by_class)
@@ -146,13 +151,13 @@ def main(argv=None) -> int:
         if not args.skip_align:
             # held-out samples with the sampler the aligner trains with, base and finetuned alike
             eval_sampler = align_config("nabla", 1, args.sampling_steps, 1, 1).sampler
-            base_figure, base_second, base_feats, base_critic = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler)
+            base_figure, base_second, base_feats, base_critic = held_out_figures(model, rule, features, args.eval_samples, eval_sampler)
             row["base"] = base_figure
             if base_second is not None:
                 row["base_second"] = base_second
             row["base_preference_score"] = float(head.score(base_feats).mean())
             # a scale for FD: the base model against itself on other seeds (sampling noise alone)
-            _, _, _, other_critic = held_out_figures(model, rule, features, args.eval_seeds, eval_sampler, 3_000_000)
+            _, _, _, other_critic = held_out_figures(model, rule, features, args.eval_samples, eval_sampler, 3_000_000)
             row["fd_base_other_seeds"] = frechet_distance(other_critic, base_critic)
             runs = {"nabla on preference": ("nabla", PreferenceReward(head, features, args.mode), args.beta, args.lr),
                     "refl on preference": ("refl", PreferenceReward(head, features, args.mode), 1.0, tuned.lr_for("refl", name)),
@@ -163,14 +168,14 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 config = align_config(method, args.rounds, args.sampling_steps, beta, lr, args.trajectories, args.resolution)
                 objective = RenderedReward(m, reward, config.orbit, config.render, config.image_noise)
-                aligner = Aligner(m, objective, list(STUDY_PROMPTS), config)
-                curve = [[0, base_figure]]
+                aligner = Aligner(m, objective, list(rule.prompts), config)
+                curve = [[0, base_figure, 0.0]]  # [round, rule figure, FD to base]: a reward-drift curve
                 for r in range(1, args.rounds + 1):
                     aligner.train_step()
                     if r % args.eval_every == 0 or r == args.rounds:
-                        figure, second, feats, crit = held_out_figures(m, rule, features, args.eval_seeds, eval_sampler)
-                        curve.append([r, figure])
-                row[label] = {"figure": figure, "fd_to_base": frechet_distance(crit, base_critic), "curve": curve,
+                        figure, second, feats, crit = held_out_figures(m, rule, features, args.eval_samples, eval_sampler)
+                        curve.append([r, figure, frechet_distance(crit, base_critic)])
+                row[label] = {"figure": figure, "fd_to_base": curve[-1][2], "curve": curve,
                               "preference_score": float(head.score(feats).mean()), "seconds": time.perf_counter() - t,
                               "lr": lr, "beta": beta}
                 if second is not None:
@@ -226,7 +231,8 @@ def results_table(results: dict) -> str:
 
 
 def write_plot(results: dict, path: Path) -> Path:
-    """picks -> held-out AUC (one line per rule), and per rule rounds -> its measure (one line per method)."""
+    """picks -> held-out AUC (one line per rule), and per rule its measure against FD to base at every
+    measured round (one line per method, from the base at FD 0; round numbers beside the points)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -244,8 +250,13 @@ def write_plot(results: dict, path: Path) -> Path:
         for k in LABELS:
             if k in r:
                 c = r[k]["curve"]
-                ax.plot([p[0] for p in c], [p[1] for p in c], marker="o", label=f"{k} (FD {r[k]['fd_to_base']:.1f})")
-        ax.set(xlabel="rounds", title=name)
+                (line,) = ax.plot([p[2] for p in c], [p[1] for p in c], marker="o", label=k)
+                for rnd, fig_value, fd in c[1:]:
+                    ax.annotate(str(rnd), (fd, fig_value), fontsize=6, color=line.get_color(),
+                                xytext=(3, 3), textcoords="offset points")
+        if "fd_base_other_seeds" in r:  # the sampling-noise scale of FD
+            ax.axvline(r["fd_base_other_seeds"], color="grey", lw=0.8, ls=":", label="FD base vs other seeds")
+        ax.set(title=name, xlabel="FD to base (critic features)")
         ax.set_ylabel(r["unit"], fontsize=7)
         ax.legend(fontsize=6)
     fig.tight_layout()

@@ -16,8 +16,9 @@ Score of a prompt on one view (:class:`PromptCritic`, ``mode="log_prob"``)::
     log p(shape_prompt | view) + log p(colour_prompt | view)      in (-inf, 0]
 
 0 means the critic is certain the view shows the prompted shape in the prompted colour; a prompt
-without a colour word scores the shape term only. Size words are not scored. ``mode="prob"``
-returns ``p(shape) * p(colour)`` in [0, 1] instead. Both are differentiable in the pixels.
+without a colour word scores the shape term only, "an object" the colour term only (0 without one).
+Size words are not scored. ``mode="prob"`` returns ``p(shape) * p(colour)`` in [0, 1] instead. Both
+are differentiable in the pixels.
 
 Features (:func:`critic_features`): the network's pooled last-layer activations (D = 128 with the
 shipped weights), averaged over views, for a Fréchet distance between sets of samples.
@@ -226,13 +227,13 @@ class PromptCritic(Reward):
         self.mode = mode
 
     def _targets(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shape index (B,) and colour index (B,), -1 where the prompt leaves colour open."""
+        """Shape index (B,) and colour index (B,), -1 where the prompt leaves it open ("an object")."""
         cfg = self.critic.config
         try:
             parsed = [parse_prompt(p) for p in prompts]
         except PromptError as exc:  # an open-vocabulary model's prompt (Shap-E): say what the critic reads
             raise PromptError(f"the critic reward scores prompts of the embedded model's grammar only; {exc}") from exc
-        shapes = [cfg.shapes.index(p.shape) for p in parsed]
+        shapes = [cfg.shapes.index(p.shape) if p.shape else -1 for p in parsed]
         colours = [cfg.colours.index(p.colour) if p.colour else -1 for p in parsed]
         return torch.tensor(shapes), torch.tensor(colours)
 
@@ -243,8 +244,9 @@ class PromptCritic(Reward):
         shape_idx, colour_idx = self._targets(prompts)
         shape_lp, colour_lp, _ = _run(self.critic, rgb)
         v = rgb.shape[1]
-        idx = shape_idx.to(shape_lp.device).view(-1, 1, 1).expand(-1, v, 1)
-        score = shape_lp.gather(-1, idx)[..., 0]
+        sidx = shape_idx.to(shape_lp.device)
+        score = shape_lp.gather(-1, sidx.clamp_min(0).view(-1, 1, 1).expand(-1, v, 1))[..., 0]
+        score = torch.where((sidx >= 0).view(-1, 1), score, torch.zeros_like(score))  # "an object": any shape
         cidx = colour_idx.to(colour_lp.device)
         colour = colour_lp.gather(-1, cidx.clamp_min(0).view(-1, 1, 1).expand(-1, v, 1))[..., 0]
         score = score + torch.where((cidx >= 0).view(-1, 1), colour, torch.zeros_like(colour))
@@ -253,9 +255,10 @@ class PromptCritic(Reward):
     @staticmethod
     def matches(prompt: str, shape: str, colour: str) -> bool:
         """Whether a predicted ``shape`` and ``colour`` are what ``prompt`` asks (a prompt without a
-        colour word asks the shape only). Raises PromptError for a prompt outside the grammar."""
+        colour word asks the shape only; "an object" asks the colour only). Raises PromptError for a
+        prompt outside the grammar."""
         want = parse_prompt(prompt)
-        return shape == want.shape and (want.colour is None or colour == want.colour)
+        return (want.shape is None or shape == want.shape) and (want.colour is None or colour == want.colour)
 
     @torch.no_grad()
     def predict(self, renders: RenderOutput | torch.Tensor) -> tuple[list[str], list[str]]:

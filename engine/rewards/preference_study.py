@@ -2,11 +2,18 @@
 
 Used by the tests (tests/engine/rewards/test_preference.py) and the study script
 (scripts/preference_demo.py). Each rule has a *measure* of one asset (higher = more liked),
-computed from the decoded field, the rendered albedo or the prompt, and marks candidates from it:
+computed from the decoded field, the rendered albedo or the mesh, and marks candidates from it:
 the top third liked, the bottom third disliked, the rest neutral (``"dislikes tori"`` marks
 tori disliked and every other shape liked). Each rule also names a differentiable reward on the
-same measure, the "align on the rule directly" baseline of the study, and the figure alignment should
-move on samples (no-tori: the prompt critic's mean p(torus), with the torus fraction as a second figure).
+same measure, the "align on the rule directly" baseline of the study, the figure alignment should
+move on samples (no-tori: the prompt critic's mean p(torus), with the torus fraction as a second figure),
+and the prompts the artist generates from.
+
+"Dislikes tori" only means something where the prompt leaves the shape open: an artist who asks for
+"a torus" and marks it disliked contradicts the prompt, and alignment could then only make tori look
+less like tori. So that artist asks for "an object" (the unconditional prompt, which samples every
+shape) and marks what the geometric judge reads in each mesh; the other two rules mark candidates of
+the six shape prompts.
 
 The rules read the embedded model's grammar (shape words) and its SDF fields: this is a study of
 that model, not a general tool.
@@ -26,6 +33,7 @@ from .base import Reward
 
 ORANGE = COLOURS["orange"]  # the embedded model's "orange"
 STUDY_PROMPTS = model_spec("embedded").example_prompts  # one per shape of the embedded model
+OPEN_PROMPTS = ("an object",)  # the shape left open: the model samples every shape
 
 
 @torch.no_grad()
@@ -95,9 +103,9 @@ class NotTorus(Reward):
 class Rule:
     """A simulated artist: ``measure(model, latents, prompts, renders)`` (B,) and how it marks.
 
-    ``sample_measure`` is what alignment should move, on samples of any model (same signature; the
-    prompt-based torus rule looks at the rendered shape there, since a prompt never changes), and
-    ``unit``/``sign`` turn its mean into the reported figure (e.g. hue distance = -measure)."""
+    ``sample_measure`` is what alignment should move, on samples of any model (same signature), and
+    ``unit``/``sign`` turn its mean into the reported figure (e.g. hue distance = -measure).
+    ``prompts``: what the artist generates (candidates, alignment and held-out samples)."""
 
     name: str
     description: str
@@ -109,6 +117,7 @@ class Rule:
     sign: float  # reported figure = sign * mean(sample_measure) + offset
     offset: float = 0.0
     second: "SecondFigure | None" = None  # a coarser figure reported beside the first (e.g. the torus fraction)
+    prompts: tuple[str, ...] = STUDY_PROMPTS
 
     def report(self, sample_measure: torch.Tensor) -> float:
         return self.sign * float(sample_measure.float().mean()) + self.offset
@@ -135,8 +144,13 @@ def _orange(model, latents, prompts, renders):
     return -hue_distance_degrees(mean_albedo(renders))
 
 
-def _not_torus(model, latents, prompts, renders):
-    return torch.tensor([0.0 if "torus" in p.split() else 1.0 for p in prompts])
+@torch.no_grad()
+def _mesh_not_torus(model, latents, prompts, renders):
+    """1 where the model's geometric judge (``judge_mesh``: mesh features, no network) reads no torus
+    in the asset's mesh, 0 where it reads one: the artist's eye, independent of the critic whose
+    features the preference head and the direct baseline use."""
+    meshes = model.latents_to_meshes(latents.float())
+    return torch.tensor([0.0 if model.judge_mesh(m, p).shape == "torus" else 1.0 for m, p in zip(meshes, prompts)])
 
 
 def _seen_not_torus(model, latents, prompts, renders):
@@ -174,9 +188,10 @@ RULES: dict[str, Rule] = {
                    _orange, "hue distance to orange (degrees, lower is liked)", -1.0),
     # The torus fraction of a few held-out samples moves in steps of 1/N; the critic's mean p(torus)
     # over them is the finer figure, the fraction stays as the second.
-    "no-tori": Rule("no-tori", "dislikes tori (the prompt's shape)", _not_torus, True, NotTorus,
-                    _seen_not_torus_probability, "mean p(torus) (critic, lower is liked)", -1.0, 1.0,
-                    SecondFigure("torus fraction (critic's view, lower is liked)", _seen_not_torus, -1.0, 1.0)),
+    "no-tori": Rule("no-tori", "dislikes tori among 'an object' samples (the geometric judge's reading)", _mesh_not_torus,
+                    True, NotTorus, _seen_not_torus_probability, "mean p(torus) (critic, lower is liked)", -1.0, 1.0,
+                    SecondFigure("torus fraction (critic's view, lower is liked)", _seen_not_torus, -1.0, 1.0),
+                    prompts=OPEN_PROMPTS),
 }
 
 

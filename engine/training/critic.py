@@ -83,7 +83,7 @@ class RenderSet:
 
 
 def _labels(prompt: Prompt) -> tuple[int, int]:
-    return SHAPES.index(prompt.shape), list(COLOURS).index(prompt.colour) if prompt.colour else -1
+    return SHAPES.index(prompt.shape) if prompt.shape else -1, list(COLOURS).index(prompt.colour) if prompt.colour else -1
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:

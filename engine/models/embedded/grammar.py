@@ -1,13 +1,18 @@
 """The prompt grammar of the embedded model.
 
-    prompt  := [article] [size] [colour] shape
+    prompt  := [article] [size] [colour] shape | [article] [colour] "object"
     article := "a" | "an" | "the"
     size    := "small" | "large" | "tall" | "flat"      ("tall"/"flat" only for axial shapes)
     colour  := one of COLOURS
     shape   := one of SHAPES
 
-Examples: "a red cube", "a tall blue cylinder", "a torus", "small green cone".
+Examples: "a red cube", "a tall blue cylinder", "a torus", "small green cone", "an object".
 A missing size or colour means "any": the model samples the whole distribution for that slot.
+"object" leaves the shape open the same way: "an object" is the unconditional prompt, which the model
+was trained on (classifier-free dropout of the whole prompt), so it samples every shape. "a red
+object" was never a training prompt (the shape slot was only dropped with the others): measured, its
+colour is right but its shapes lean to cylinders (docs/embedded_open_shape.md). A size word with
+"object" is refused: the sizes depend on the shape (tall/flat exist only for axial shapes).
 
 Parsing is the boundary where user text enters the engine, so every rejection raises
 :class:`PromptError` with a message that lists the vocabulary. :class:`Grammar` is these rules as
@@ -32,6 +37,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "black": (0.10, 0.10, 0.11),
 }
 SHAPES: tuple[str, ...] = ("cube", "sphere", "cylinder", "cone", "torus", "pyramid")
+OPEN_SHAPE = "object"  # the shape word that leaves the shape open
 SIZES: tuple[str, ...] = ("small", "large", "tall", "flat")
 # Shapes with a distinguished axis, for which "tall" and "flat" mean something.
 AXIAL_SHAPES: tuple[str, ...] = ("cylinder", "cone", "pyramid")
@@ -44,15 +50,15 @@ class PromptError(BasePromptError):
 
 @dataclass(frozen=True)
 class Prompt:
-    """A parsed prompt. ``None`` in a slot means "any"."""
+    """A parsed prompt. ``None`` in a slot means "any" (a ``None`` shape is written "object")."""
 
-    shape: str
+    shape: str | None
     colour: str | None = None
     size: str | None = None
 
     @property
     def text(self) -> str:
-        words = [w for w in (self.size, self.colour, self.shape) if w]
+        words = [w for w in (self.size, self.colour, self.shape or OPEN_SHAPE) if w]
         article = "an" if words[0][0] in "aeiou" else "a"
         return " ".join([article, *words])
 
@@ -62,10 +68,11 @@ def vocabulary_text() -> str:
     return "\n".join(
         [
             "prompt := [a|an|the] [size] [colour] shape",
+            "      or [a|an|the] [colour] object   (any shape)",
             "sizes:   " + ", ".join(SIZES) + "   (tall/flat only for " + ", ".join(AXIAL_SHAPES) + ")",
             "colours: " + ", ".join(COLOURS),
             "shapes:  " + ", ".join(SHAPES),
-            'examples: "a red cube", "a tall blue cylinder", "a torus"',
+            'examples: "a red cube", "a tall blue cylinder", "a torus", "an object"',
         ]
     )
 
@@ -78,19 +85,27 @@ def parse_prompt(text: str) -> Prompt:
     if words and words[0] in ARTICLES:
         words = words[1:]
     shape = colour = size = None
+    open_shape = False
     for word in words:
-        if word in SHAPES and shape is None:
+        if word in SHAPES and shape is None and not open_shape:
             shape = word
-        elif word in COLOURS and colour is None and shape is None:
+        elif word == OPEN_SHAPE and shape is None and not open_shape:
+            open_shape = True
+        elif word in COLOURS and colour is None and shape is None and not open_shape:
             colour = word
-        elif word in SIZES and size is None and colour is None and shape is None:
+        elif word in SIZES and size is None and colour is None and shape is None and not open_shape:
             size = word
         else:
-            known = word in SHAPES or word in COLOURS or word in SIZES or word in ARTICLES
+            known = word in SHAPES or word in COLOURS or word in SIZES or word in ARTICLES or word == OPEN_SHAPE
             why = "is out of place" if known else "is not in the vocabulary"
             raise PromptError(f"in prompt {text!r}, the word {word!r} {why}.\n" + vocabulary_text())
+    if open_shape:
+        if size is not None:
+            raise PromptError(f"in prompt {text!r}, a size word needs a shape: {size!r} cannot go with "
+                              f"{OPEN_SHAPE!r}.\n" + vocabulary_text())
+        return Prompt(shape=None, colour=colour)
     if shape is None:
-        raise PromptError(f"prompt {text!r} names no shape.\n" + vocabulary_text())
+        raise PromptError(f"prompt {text!r} names no shape (say {OPEN_SHAPE!r} for any shape).\n" + vocabulary_text())
     if size in ("tall", "flat") and shape not in AXIAL_SHAPES:
         raise PromptError(
             f"in prompt {text!r}, {size!r} applies only to {', '.join(AXIAL_SHAPES)}.\n" + vocabulary_text()

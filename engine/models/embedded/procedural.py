@@ -64,7 +64,7 @@ def _rotation(g: torch.Generator) -> torch.Tensor:
 
 def sample_spec(g: torch.Generator, prompt: Prompt | None = None) -> ShapeSpec:
     """Draw one object; unspecified prompt slots are drawn uniformly (size: none half the time)."""
-    shape = prompt.shape if prompt else SHAPES[int(torch.randint(len(SHAPES), (), generator=g))]
+    shape = prompt.shape if prompt and prompt.shape else SHAPES[int(torch.randint(len(SHAPES), (), generator=g))]
     names = list(COLOURS)
     colour = prompt.colour if prompt and prompt.colour else names[int(torch.randint(len(names), (), generator=g))]
     if prompt is not None and prompt.size is not None:

@@ -154,7 +154,7 @@ def judge(mesh: Mesh, prompt: Prompt | str) -> ShapeReport:
         prompt=prompt,
         shape=shape,
         colour=colour,
-        shape_ok=shape == prompt.shape,
+        shape_ok=prompt.shape is None or shape == prompt.shape,
         colour_ok=prompt.colour is None or colour == prompt.colour,
     )
 

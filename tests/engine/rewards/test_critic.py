@@ -89,6 +89,11 @@ def test_score_range_modes_and_open_colour(critic, renders64):
     # Leaving the colour open drops the (non-positive) colour term: the score can only rise.
     shape_only = PromptCritic(critic).score_views(four, ["a cube", "a sphere", "a cone", "a torus"])
     assert (shape_only >= log_p).all() and (shape_only > log_p).any()
+    # Leaving the shape open ("object") drops the shape term: only the colour is scored, and with
+    # neither the score is 0 (certain) on every view.
+    colour_only = PromptCritic(critic).score_views(four, [p.replace(p.split()[-1], "object") for p in PROMPTS])
+    assert torch.allclose(log_p, shape_only + colour_only, atol=1e-5)
+    assert torch.equal(PromptCritic(critic).score_views(four, ["an object"] * 4), torch.zeros(4, 2))
 
 
 def test_gradients_reach_pixels_and_field(critic):
@@ -165,5 +170,6 @@ def test_vocabulary_is_the_embedded_models_and_matches_reads_prompts_like_the_sc
     assert not PromptCritic.matches("a red cube", "cube", "blue")
     assert not PromptCritic.matches("a cone", "pyramid", "green")
     assert PromptCritic.matches("a tall cone", "cone", "green")  # no colour word: the shape alone decides
+    assert PromptCritic.matches("a red object", "torus", "red") and not PromptCritic.matches("a red object", "cube", "blue")
     with pytest.raises(PromptError):
         PromptCritic.matches("a wooden chair", "cube", "red")

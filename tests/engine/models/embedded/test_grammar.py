@@ -11,13 +11,16 @@ from engine.models.embedded.grammar import COLOURS, SHAPES, SIZES, Prompt, Promp
         ("torus", Prompt("torus")),
         ("the small green cone", Prompt("cone", "green", "small")),
         ("an orange sphere", Prompt("sphere", "orange")),
+        ("an object", Prompt(None)),
+        ("The Red Object", Prompt(None, "red")),
     ],
 )
 def test_parse_valid_prompts(text, expected):
     assert parse_prompt(text) == expected
 
 
-@pytest.mark.parametrize("text", ["a shiny cube", "", "   ", "a red", "a cube red", "a red blue cube", "a tall sphere", "a cube cube"])
+@pytest.mark.parametrize("text", ["a shiny cube", "", "   ", "a red", "a cube red", "a red blue cube", "a tall sphere", "a cube cube",
+                                  "a tall object", "a cube object", "an object cube", "an object object", "object red"])
 def test_bad_prompts_raise_with_vocabulary(text):
     with pytest.raises(PromptError) as info:
         parse_prompt(text)
@@ -30,6 +33,20 @@ def test_prompt_text_round_trips():
     for p in all_colour_shape_prompts():
         assert parse_prompt(p.text) == p
     assert len(all_colour_shape_prompts()) == len(SHAPES) * len(COLOURS) >= 48
+    for p in (Prompt(None), Prompt(None, "red")):
+        assert parse_prompt(p.text) == p
+    assert Prompt(None).text == "an object"
+
+
+def test_object_leaves_the_shape_open_and_a_missing_shape_says_so():
+    from engine.models.embedded.text import prompt_ids
+
+    assert prompt_ids(parse_prompt("an object")) == prompt_ids(None) == [0, 0, 0]  # the unconditional prompt
+    assert prompt_ids(parse_prompt("a red object"))[2] == 0
+    with pytest.raises(PromptError, match="a size word needs a shape"):
+        parse_prompt("a small object")
+    with pytest.raises(PromptError, match="names no shape .say 'object' for any shape"):
+        parse_prompt("a red")
 
 
 def test_vocabulary_lists_every_word():

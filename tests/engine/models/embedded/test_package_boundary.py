@@ -17,10 +17,10 @@ def _names_a_shape(text: str) -> bool:
     if text in SHAPES:
         return True
     try:
-        parse_prompt(text)
+        prompt = parse_prompt(text)
     except PromptError:
         return False
-    return True
+    return prompt.shape is not None  # "an object" (any shape) is no shape of this model's: JSON wording says it too
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

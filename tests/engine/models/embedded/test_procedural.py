@@ -56,3 +56,15 @@ def test_size_words_change_proportions():
     tall = [sample_spec(g, Prompt("cylinder", "red", "tall")).dims for _ in range(20)]
     flat = [sample_spec(g, Prompt("cylinder", "red", "flat")).dims for _ in range(20)]
     assert min(h / r for r, h in tall) > 1.5 > 0.5 > max(h / r for r, h in flat)
+
+
+def test_an_open_shape_prompt_draws_every_family_and_keeps_its_colour():
+    import torch
+
+    from engine.models.embedded.grammar import SHAPES, parse_prompt
+    from engine.models.embedded.procedural import sample_spec
+
+    g = torch.Generator().manual_seed(0)
+    specs = [sample_spec(g, parse_prompt("a red object")) for _ in range(120)]
+    assert {s.shape for s in specs} == set(SHAPES)
+    assert all(s.colour == "red" for s in specs) and all(s.size is None for s in specs)

@@ -128,3 +128,11 @@ def test_judge_compares_with_the_prompt():
     assert wrong_colour.shape_ok and not wrong_colour.colour_ok and wrong_colour.colour == "orange"
     wrong_shape = judge(mesh, "a cube")
     assert not wrong_shape.shape_ok and wrong_shape.colour_ok  # no colour asked: any colour is fine
+
+
+def test_an_object_accepts_any_shape_and_judges_the_colour_asked():
+    """"an object" leaves the shape open: every family passes the shape check; a colour word still counts."""
+    for shape in SHAPES:
+        mesh = ground_truth_mesh(Prompt(shape, "red"), 7_001, 32)
+        assert judge(mesh, "an object").shape_ok and judge(mesh, "a red object").colour_ok
+        assert not judge(mesh, "a blue object").colour_ok
