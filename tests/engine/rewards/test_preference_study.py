@@ -37,7 +37,7 @@ def test_no_tori_reports_mean_torus_probability_and_the_fraction_beside_it(torus
     assert rule.second.report(None, None, prompts, torus_and_sphere) == pytest.approx(0.5)  # 1 torus of 2
 
 
-def test_study_table_puts_the_second_figure_in_its_own_column():
+def test_study_table_puts_the_second_figure_in_its_own_column(tmp_path):
     import importlib.util
     from pathlib import Path
 
@@ -45,7 +45,7 @@ def test_study_table_puts_the_second_figure_in_its_own_column():
     spec = importlib.util.spec_from_file_location("preference_demo", path)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    run = {"figure": 0.05, "second": 0.125, "fd_to_base": 1.5}
+    run = {"figure": 0.05, "second": 0.125, "fd_to_base": 1.5, "curve": [[0, 0.2, 0.0], [2, 0.1, 0.7], [4, 0.05, 1.5]]}
     results = {"rules": {"no-tori": {"unit": "mean p(torus)", "second_unit": "torus fraction",
                                      "picks": {"liked": 60, "disliked": 12, "neutral": 0}, "auc_by_picks": {"72": 1.0},
                                      "base": 0.2, "base_second": 0.167, "fd_base_other_seeds": 8.0,
@@ -56,3 +56,9 @@ def test_study_table_puts_the_second_figure_in_its_own_column():
     assert len(cols) == len(cells)
     assert cells[cols.index("base") + 1] == "0.167" and cols[cols.index("base") + 1] == "2nd"
     assert cells[-3:] == ["0.050", "0.125", "1.50"]
+    # the plot draws each run's measure against its FD to base, round by round
+    from PIL import Image
+
+    plot = demo.write_plot(results, tmp_path / "study.png")
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.width > image.height > 100
