@@ -349,27 +349,28 @@ def remove_previous_run(out: Path, name: str = "out_dir", overwrite_name: str = 
     out (the demo with no alignment drops its ``aligned/``). Returns the entries removed ([] when
     ``out`` did not exist); a RuntimeError when files appear in ``out`` meanwhile (they are kept)."""
     previous = previous_run_files(out, True, name, overwrite_name)
-    _remove_entries(previous)
-    if out.is_dir():
-        try:
-            out.rmdir()
-        except OSError:
-            raise RuntimeError(f"{out} changed while its previous generate run was removed (it holds new "
-                               "files); they were kept") from None
+    _empty_folder(out, previous, f"{out} changed while its previous generate run was removed (it holds new "
+                  "files); they were kept")
     return previous
 
 
 def _commit(staging: Path, out_dir: Path, previous: list[Path]) -> None:
     """Replace the previous run's files (if any) and move the finished staging folder to ``out_dir``
     in one rename; ``out_dir`` must then be absent or empty (never overwritten)."""
-    _remove_entries(previous)
-    if out_dir.exists():
-        try:
-            out_dir.rmdir()
-        except OSError:
-            raise RuntimeError(f"{out_dir} changed while the job ran (it holds files again); the new assets were "
-                               "not moved there") from None
+    _empty_folder(out_dir, previous, f"{out_dir} changed while the job ran (it holds files again); the new "
+                  "assets were not moved there")
     os.replace(staging, out_dir)
+
+
+def _empty_folder(folder: Path, previous: list[Path], changed: str) -> None:
+    """Remove ``previous`` (a run's listed entries) and then ``folder`` itself, which must then be empty;
+    RuntimeError(``changed``) when it is not (files appeared meanwhile: they are kept)."""
+    _remove_entries(previous)
+    if folder.exists():
+        try:
+            folder.rmdir()
+        except OSError:
+            raise RuntimeError(changed) from None
 
 
 # -- the job ------------------------------------------------------------------------------------
