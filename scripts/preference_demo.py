@@ -73,17 +73,18 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=2, help="rounds between held-out measurements (default 2)")
     p.add_argument("--docs", type=Path, help="also write the table and plot into this markdown file between the study markers")
     p.add_argument("--skip-align", action="store_true", help="only the AUCs")
+    p.add_argument("--train-seed", type=int, default=0, help="the alignment runs' training seed (default 0)")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
 
 
 def align_config(method: str, rounds: int, steps: int, beta: float, lr: float, trajectories: int = 8,
-                 resolution: int = 24) -> AlignConfig:
+                 resolution: int = 24, seed: int = 0) -> AlignConfig:
     # All of a round's trajectories in one update (micro-batches of 4 accumulated): one trajectory per
     # update made every Adam step a near-sign step on a single sample's preference gradient, whose
     # sample-to-sample noise then dominated (docs/preferences.md, "Why aligning on it failed").
     micro = min(4, trajectories)
-    return AlignConfig(method=method, steps=rounds, beta=beta, lr=lr, seed=0, trajectories=trajectories,
+    return AlignConfig(method=method, steps=rounds, beta=beta, lr=lr, seed=seed, trajectories=trajectories,
                        micro_batch=micro, accumulate=max(1, trajectories // micro),
                        sampler=dataclasses.replace(AlignConfig.sampler, steps=steps),
                        orbit=OrbitConfig(views=4, random_azimuth=True, elevation_jitter=5.0),
@@ -166,7 +167,8 @@ def main(argv=None) -> int:
             for label, (method, reward, beta, lr) in runs.items():
                 m = load_model("embedded")
                 t = time.perf_counter()
-                config = align_config(method, args.rounds, args.sampling_steps, beta, lr, args.trajectories, args.resolution)
+                config = align_config(method, args.rounds, args.sampling_steps, beta, lr, args.trajectories, args.resolution,
+                                      args.train_seed)
                 objective = RenderedReward(m, reward, config.orbit, config.render, config.image_noise)
                 aligner = Aligner(m, objective, list(rule.prompts), config)
                 curve = [[0, base_figure, 0.0]]  # [round, rule figure, FD to base]: a reward-drift curve
@@ -281,7 +283,7 @@ def write_docs(doc: Path, table: str, plot: Path, argv: list[str]) -> None:
     atomic_write(image, lambda tmp: shutil.copyfile(plot, tmp))
     command = "OMP_NUM_THREADS=1 python scripts/preference_demo.py " + " ".join(argv)
     block = (f"{BEGIN}\nWritten by the study script, command:\n\n```bash\n{command}\n```\n\n{table}\n\n"
-             f"![picks -> AUC and rounds -> rule measure](images/preference_study.png)\n{END}")
+             f"![picks -> AUC, and each rule's measure against FD to base](images/preference_study.png)\n{END}")
     start, end = text.index(BEGIN), text.index(END) + len(END)
     atomic_write(doc, lambda tmp: Path(tmp).write_text(text[:start] + block + text[end:], encoding="utf-8"))
 
