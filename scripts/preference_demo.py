@@ -1,26 +1,27 @@
 """The simulated-artist study of the preference reward (issue 23, section 3).
 
-For each hidden rule of engine/rewards/preference_study.py ("prefers taller objects", "prefers
+For each hidden rule of engine/models/embedded/preference_study.py ("prefers taller objects", "prefers
 orange", "dislikes tori"):
 
-1. generate candidates with the embedded model and let the rule mark them (thirds: liked / neutral
-   / disliked; tori disliked, other shapes liked);
+1. generate candidates from the rule's prompts (the six shape prompts; "an object" for no-tori) with
+   the embedded model and let the rule mark them (thirds: liked / neutral / disliked; tori, as the
+   geometric judge reads the meshes, disliked and other shapes liked);
 2. fit the preference head on the first 12/24/36 picks and measure its AUC on held-out candidates;
 3. align the model a few rounds (ReFL and/or Nabla-R2D3, --methods) on the preference reward, and, as
    the baseline, with ReFL on the rule's own measure (a differentiable version of it: silhouette
    height, the orange palette reward, the critic's "not a torus"); each round's trajectories make one
    update;
-4. on held-out (prompt, seed) pairs, every --eval-every rounds, measure the rule's measure, and at
-   the end the Fréchet distance of the critic features to the base model's samples (FD to base).
+4. on held-out (prompt, seed) pairs, every --eval-every rounds, measure the rule's measure and the
+   Fréchet distance of the critic features to the base model's samples (FD to base): a curve per run.
    no-tori's measure is the critic's mean p(torus) over the held-out renders (continuous; the torus
    fraction of a few samples moves in steps of 1/N), with the torus fraction as a "2nd" column.
 
-Run (one thread; about 8 minutes with --methods refl on a free CPU core):
+Run (one thread; about 25 minutes with --methods refl, 45 with nabla too, on a loaded 2-core machine):
 
     OMP_NUM_THREADS=1 python scripts/preference_demo.py --out /tmp/pref_study --methods refl --docs docs/preferences.md
 
-Writes ``results.json``, ``results.md`` (the table) and ``preference_study.png`` (picks -> AUC, rounds
--> rule measure) into --out; with --docs, also the table, command and plot into that markdown file,
+Writes ``results.json``, ``results.md`` (the table) and ``preference_study.png`` (picks -> AUC, each
+rule's measure against FD to base) into --out; with --docs, also the table, command and plot into that markdown file,
 between its ``<!-- preference-study:begin/end -->`` markers (the plot as images/preference_study.png).
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ from engine.render.cameras import OrbitConfig  # noqa: E402
 from engine.render.volume import VolumeRenderConfig  # noqa: E402
 from engine.rewards.preference import (DEFAULT_FEATURE, FEATURE_KINDS, CriticFeatures, FitSettings,  # noqa: E402
                                        PreferenceError, PreferenceReward, feature_net, fit_head)
-from engine.rewards.preference_study import (RULES, held_out_auc, make_candidates,  # noqa: E402
+from engine.models.embedded.preference_study import (RULES, held_out_auc, make_candidates,  # noqa: E402
                                              marks_from_measure, rule_measure)
 from engine.sampling.sampler import SamplerConfig  # noqa: E402
 

@@ -16,7 +16,7 @@ from engine.rewards.critic import load_critic
 from engine.rewards.preference import (FitSettings, PreferenceError, PreferenceReward, feature_net,
                                        check_pick_counts, fit_head, load_head, load_picks, load_preference,
                                        pick_features, picks_document, save_head)
-from engine.rewards.preference_study import RULES, held_out_auc, make_candidates, marks_from_measure, rule_measure
+from engine.models.embedded.preference_study import RULES, held_out_auc, make_candidates, marks_from_measure, rule_measure
 from engine.sampling.sampler import SamplerConfig, sample
 
 FAST = SamplerConfig(steps=8)
@@ -310,7 +310,7 @@ def test_preference_gradient_points_along_the_rule_it_was_fitted_on(model, study
     from engine.render import render
     from engine.render.cameras import orbit_cameras
     from engine.rewards.preference import fit_orbit, fit_render_config
-    from engine.rewards.preference_study import SilhouetteHeight, field_height
+    from engine.models.embedded.preference_study import SilhouetteHeight, field_height
 
     train, held = study
     rule = RULES["taller"]

@@ -6,7 +6,7 @@ from engine.models.embedded.procedural import TRUNCATION, ShapeSpec, field_volum
 from engine.models.fields import SDFGrid
 from engine.render import orbit_cameras, render
 from engine.rewards.preference import fit_orbit, fit_render_config
-from engine.rewards.preference_study import RULES, torus_probability
+from engine.models.embedded.preference_study import RULES, torus_probability
 
 IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 GREY = (0.6, 0.6, 0.6)
@@ -41,7 +41,7 @@ def test_study_table_puts_the_second_figure_in_its_own_column(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[3] / "scripts" / "preference_demo.py"
+    path = Path(__file__).resolve().parents[4] / "scripts" / "preference_demo.py"
     spec = importlib.util.spec_from_file_location("preference_demo", path)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)

@@ -26,10 +26,10 @@ from typing import Callable
 
 import torch
 
-from ..models import model_spec
-from ..models.embedded.grammar import COLOURS
-from ..render.types import RenderOutput
-from .base import Reward
+from .. import model_spec
+from ...render.types import RenderOutput
+from ...rewards.base import Reward
+from .grammar import COLOURS
 
 ORANGE = COLOURS["orange"]  # the embedded model's "orange"
 STUDY_PROMPTS = model_spec("embedded").example_prompts  # one per shape of the embedded model
@@ -87,13 +87,13 @@ class NotTorus(Reward):
     channels = frozenset({"rgb"})
 
     def __init__(self):
-        from .critic import default_critic
+        from ...rewards.critic import default_critic
 
         self.critic = default_critic()
         self.torus = self.critic.config.shapes.index("torus")
 
     def score_views(self, renders: RenderOutput, prompts: list[str]) -> torch.Tensor:
-        from .critic import _run
+        from ...rewards.critic import _run
 
         shape_lp = _run(self.critic, renders)[0]
         return torch.log1p(-shape_lp[..., self.torus].exp().clamp(max=1 - 1e-6))
@@ -154,7 +154,7 @@ def _mesh_not_torus(model, latents, prompts, renders):
 
 
 def _seen_not_torus(model, latents, prompts, renders):
-    from .critic import PromptCritic
+    from ...rewards.critic import PromptCritic
 
     shapes, _ = PromptCritic().predict(renders)
     return torch.tensor([0.0 if s == "torus" else 1.0 for s in shapes])
@@ -164,7 +164,7 @@ def _seen_not_torus(model, latents, prompts, renders):
 def torus_probability(renders: RenderOutput) -> torch.Tensor:
     """The prompt critic's p(torus) (B,) of each rendered asset: the softmax probability of its shape
     head's "torus", averaged over the V views (a continuous version of "is it seen as a torus")."""
-    from .critic import _run, default_critic
+    from ...rewards.critic import _run, default_critic
 
     critic = default_critic()
     shape_lp = _run(critic, renders)[0]  # (B, V, S) log-probabilities
@@ -176,7 +176,7 @@ def _seen_not_torus_probability(model, latents, prompts, renders):
 
 
 def _palette_orange() -> Reward:
-    from .appearance import PaletteReward
+    from ...rewards.appearance import PaletteReward
 
     return PaletteReward([ORANGE])
 
@@ -223,10 +223,10 @@ def make_candidates(model, count: int, first_seed: int, features, sampler=None, 
                     prompts=STUDY_PROMPTS) -> Candidates:
     """``count`` candidates cycling through ``prompts`` with seeds ``first_seed``...; rendered from the
     fit views (engine.rewards.preference.fit_orbit) and featurised with ``features``."""
-    from ..render import render
-    from ..render.cameras import orbit_cameras
-    from ..sampling.sampler import SamplerConfig, sample
-    from .preference import fit_orbit, fit_render_config
+    from ...render import render
+    from ...render.cameras import orbit_cameras
+    from ...sampling.sampler import SamplerConfig, sample
+    from ...rewards.preference import fit_orbit, fit_render_config
 
     sampler = sampler or SamplerConfig(steps=8)
     ps = [prompts[i % len(prompts)] for i in range(count)]
@@ -250,7 +250,7 @@ def rule_measure(rule: Rule, model, cands: Candidates) -> torch.Tensor:
 
 def held_out_auc(scores: torch.Tensor, measure: torch.Tensor, by_class: bool, thresholds: tuple[float, float]) -> float:
     """AUC of ``scores`` for the rule's liked vs disliked held-out candidates (neutral ones left out)."""
-    from .preference import auc
+    from ...rewards.preference import auc
 
     marks, _ = marks_from_measure(measure, by_class, None if by_class else thresholds)
     keep = torch.tensor([m != "neutral" for m in marks])
