@@ -27,6 +27,7 @@ between its ``<!-- preference-study:begin/end -->`` markers (the plot as images/
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import sys
 import time
@@ -75,6 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--docs", type=Path, help="also write the table and plot into this markdown file between the study markers")
     p.add_argument("--skip-align", action="store_true", help="only the AUCs")
     p.add_argument("--train-seed", type=int, default=0, help="the alignment runs' training seed (default 0)")
+    p.add_argument("--from-results", type=Path, metavar="RESULTS_JSON",
+                   help="run nothing: rebuild the tables, plot (and --docs block) from a finished run's results.json")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
 
@@ -109,8 +112,12 @@ CRITIC = None  # the critic's features, for FD (set in main)
 def main(argv=None) -> int:
     global CRITIC
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    argv = list(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_results is not None:
+        results = json.loads(args.from_results.read_text())
+        return write_outputs(results, args, results.get("argv", argv), rebuilt_by=argv)
+    torch.set_num_threads(args.threads)
     CRITIC = CriticFeatures()
     features = feature_net(args.feature)
     settings = FitSettings(feature=args.feature)
@@ -123,7 +130,8 @@ def main(argv=None) -> int:
                                make_candidates(model, args.held_out, 50_000, features, sampler, prompts=prompts))
     print(f"candidates: {args.picks} to pick, {args.held_out} held out, for {len(candidates)} prompt set(s) "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rules": {}}
+    results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "argv": argv,
+               "rules": {}}
     tuned = model_spec("embedded").alignment
     for name in args.rules:
         rule = RULES[name]
@@ -189,13 +197,48 @@ def main(argv=None) -> int:
                       + ("" if second is None else f"; {rule.second.unit}: {base_second:.3f} -> {second:.3f}"), flush=True)
         results["rules"][name] = row
         write_json(args.out / "results.json", results)
-    table = results_table(results)
+    return write_outputs(results, args, argv)
+
+
+def write_outputs(results: dict, args, argv: list[str], rebuilt_by: list[str] | None = None) -> int:
+    """results.md (both tables) and preference_study.png into --out, and with --docs the block."""
+    table = results_table(results) + "\n\n" + movement_table(results)
     write_bytes(args.out / "results.md", (table + "\n").encode())
     plot_path = write_plot(results, args.out / "preference_study.png")
     print(table)
     if args.docs is not None:
-        write_docs(args.docs, table, plot_path, argv if argv is not None else sys.argv[1:])
+        write_docs(args.docs, table, plot_path, argv, rebuilt_by)
     return 0
+
+
+def fd_at_measure(curve: list, level: float, sign: float) -> float | None:
+    """FD to base at which a run's curve ([round, figure, FD] rows from the base) first reaches
+    ``level`` in the liked direction (``sign`` +1: up), linear between measured rounds; None if never."""
+    for (_, m0, f0), (_, m1, f1) in zip(curve, curve[1:]):
+        if sign * m1 >= sign * level:
+            return f0 if sign * m0 >= sign * level else f0 + (level - m0) / (m1 - m0) * (f1 - f0)
+    return None
+
+
+def movement_table(results: dict) -> str:
+    """FD at an equal movement: for each rule, the FD at which each run had moved the measure by half
+    and by all of the direct ReFL run's final movement (the liked way), read off the curves."""
+    labels = [k for k in LABELS if any(k in r for r in results["rules"].values())]
+    head = ["rule", "movement of the direct run"] + [f"{k}: FD at {f}" for k in labels for f in ("1/2", "all")]
+    lines = ["FD to base at an equal movement of the rule's measure (interpolated between measured rounds; "
+             "\"-\": not reached in the rounds run):", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    direct = "refl on the rule's measure"
+    for name, r in results["rules"].items():
+        if direct not in r:
+            continue
+        move = r[direct]["figure"] - r["base"]
+        cells = [name, f"{move:+.3f}"]
+        for k in labels:
+            for frac in (0.5, 1.0):
+                fd = fd_at_measure(r[k]["curve"], r["base"] + frac * move, 1.0 if move >= 0 else -1.0) if k in r else None
+                cells.append("-" if fd is None else f"{fd:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 LABELS = ("nabla on preference", "refl on preference", "refl on the rule's measure")
@@ -271,7 +314,7 @@ def write_plot(results: dict, path: Path) -> Path:
 BEGIN, END = "<!-- preference-study:begin -->", "<!-- preference-study:end -->"
 
 
-def write_docs(doc: Path, table: str, plot: Path, argv: list[str]) -> None:
+def write_docs(doc: Path, table: str, plot: Path, argv: list[str], rebuilt_by: list[str] | None = None) -> None:
     """Replace the block between the study markers of ``doc`` with the table, the command and the plot
     (copied next to the doc as images/preference_study.png)."""
     import shutil
@@ -283,6 +326,8 @@ def write_docs(doc: Path, table: str, plot: Path, argv: list[str]) -> None:
     image.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(image, lambda tmp: shutil.copyfile(plot, tmp))
     command = "OMP_NUM_THREADS=1 python scripts/preference_demo.py " + " ".join(argv)
+    if rebuilt_by is not None:
+        command += "\n# tables and plot rebuilt from its results.json by:\npython scripts/preference_demo.py " + " ".join(rebuilt_by)
     block = (f"{BEGIN}\nWritten by the study script, command:\n\n```bash\n{command}\n```\n\n{table}\n\n"
              f"![picks -> AUC, and each rule's measure against FD to base](images/preference_study.png)\n{END}")
     start, end = text.index(BEGIN), text.index(END) + len(END)

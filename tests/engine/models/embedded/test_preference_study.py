@@ -62,3 +62,23 @@ def test_study_table_puts_the_second_figure_in_its_own_column(tmp_path):
     plot = demo.write_plot(results, tmp_path / "study.png")
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.width > image.height > 100
+
+
+def test_fd_at_an_equal_movement_is_read_off_the_curves():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[4] / "scripts" / "preference_demo.py"
+    spec = importlib.util.spec_from_file_location("preference_demo", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    curve = [[0, 1.0, 0.0], [2, 1.1, 1.0], [4, 1.3, 3.0]]  # [round, measure, FD]
+    assert demo.fd_at_measure(curve, 1.05, 1.0) == pytest.approx(0.5)
+    assert demo.fd_at_measure(curve, 1.2, 1.0) == pytest.approx(2.0)
+    assert demo.fd_at_measure(curve, 1.4, 1.0) is None
+    down = [[0, 0.1, 0.0], [2, 0.06, 2.0]]
+    assert demo.fd_at_measure(down, 0.08, -1.0) == pytest.approx(1.0)  # lower is liked
+    results = {"rules": {"taller": {"base": 1.0, "refl on preference": {"figure": 1.3, "curve": curve},
+                                    "refl on the rule's measure": {"figure": 1.2, "curve": [[0, 1.0, 0.0], [8, 1.2, 4.0]]}}}}
+    row = demo.movement_table(results).splitlines()[-1]
+    assert [c.strip() for c in row.strip("|").split("|")] == ["taller", "+0.200", "1.00", "2.00", "2.00", "4.00"]
