@@ -75,6 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=2, help="rounds between held-out measurements (default 2)")
     p.add_argument("--docs", type=Path, help="also write the table and plot into this markdown file between the study markers")
     p.add_argument("--skip-align", action="store_true", help="only the AUCs")
+    p.add_argument("--cross-prompt-weight", type=float, default=FitSettings.cross_prompt_weight,
+                   help="weight of pairs across prompts in the fit (0: within a prompt only; default 1)")
     p.add_argument("--train-seed", type=int, default=0, help="the alignment runs' training seed (default 0)")
     p.add_argument("--from-results", type=Path, metavar="RESULTS_JSON",
                    help="run nothing: rebuild the tables, plot (and --docs block) from a finished run's results.json")
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     CRITIC = CriticFeatures()
     features = feature_net(args.feature)
-    settings = FitSettings(feature=args.feature)
+    settings = FitSettings(feature=args.feature, cross_prompt_weight=args.cross_prompt_weight)
     model = load_model("embedded")
     sampler = SamplerConfig(steps=args.sampling_steps)
     t0 = time.perf_counter()
