@@ -98,12 +98,20 @@ def align_config(method: str, rounds: int, steps: int, beta: float, lr: float, t
 
 
 @torch.no_grad()
-def held_out_figures(model, rule, features, samples: int, sampler: SamplerConfig, first_seed: int = 2_000_000):
+def held_out_figures(model, rule, features, samples: int, sampler: SamplerConfig, first_seed: int = 2_000_000,
+                     cache: dict | None = None):
     """(rule figure, its second figure or None, preference features (N, D), critic features (N, 128)) of
     ``samples`` held-out samples of ``model`` (the rule's prompts in turn, seeds from ``first_seed``);
-    FD is measured on the critic's features whatever the preference uses."""
-    cands = make_candidates(model, samples, first_seed, features, sampler, prompts=rule.prompts)
-    critic = CRITIC(cands.renders.rgb).mean(1)
+    FD is measured on the critic's features whatever the preference uses. ``cache`` (for the base
+    model only): its samples by (prompts, first seed), shared by rules with the same prompts."""
+    key = (rule.prompts, first_seed)
+    if cache is not None and key in cache:
+        cands, critic = cache[key]
+    else:
+        cands = make_candidates(model, samples, first_seed, features, sampler, prompts=rule.prompts)
+        critic = CRITIC(cands.renders.rgb).mean(1)
+        if cache is not None:
+            cache[key] = cands, critic
     second = None if rule.second is None else rule.second.report(model, cands.latents, cands.prompts, cands.renders)
     return rule.report(rule.sample_measure(model, cands.latents, cands.prompts, cands.renders)), second, cands.features, critic
 
@@ -135,6 +143,7 @@ def main(argv=None) -> int:
     results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "argv": argv,
                "rules": {}}
     tuned = model_spec("embedded").alignment
+    base_samples: dict = {}  # the base model's held-out samples, shared by rules with the same prompts
     for name in args.rules:
         rule = RULES[name]
         train, held = candidates[rule.prompts]
@@ -163,13 +172,15 @@ def main(argv=None) -> int:
         if not args.skip_align:
             # held-out samples with the sampler the aligner trains with, base and finetuned alike
             eval_sampler = align_config("nabla", 1, args.sampling_steps, 1, 1).sampler
-            base_figure, base_second, base_feats, base_critic = held_out_figures(model, rule, features, args.eval_samples, eval_sampler)
+            base_figure, base_second, base_feats, base_critic = held_out_figures(model, rule, features, args.eval_samples,
+                                                                                 eval_sampler, cache=base_samples)
             row["base"] = base_figure
             if base_second is not None:
                 row["base_second"] = base_second
             row["base_preference_score"] = float(head.score(base_feats).mean())
             # a scale for FD: the base model against itself on other seeds (sampling noise alone)
-            _, _, _, other_critic = held_out_figures(model, rule, features, args.eval_samples, eval_sampler, 3_000_000)
+            _, _, _, other_critic = held_out_figures(model, rule, features, args.eval_samples, eval_sampler, 3_000_000,
+                                                     cache=base_samples)
             row["fd_base_other_seeds"] = frechet_distance(other_critic, base_critic)
             runs = {"nabla on preference": ("nabla", PreferenceReward(head, features, args.mode), args.beta, args.lr),
                     "refl on preference": ("refl", PreferenceReward(head, features, args.mode), 1.0, tuned.lr_for("refl", name)),
