@@ -45,8 +45,9 @@ from engine.fileio import atomic_write, write_bytes, write_json  # noqa: E402
 from engine.models import load_model, model_spec  # noqa: E402
 from engine.render.cameras import OrbitConfig  # noqa: E402
 from engine.render.volume import VolumeRenderConfig  # noqa: E402
-from engine.rewards.preference import (DEFAULT_FEATURE, FEATURE_KINDS, CriticFeatures, FitSettings,  # noqa: E402
-                                       PreferenceError, PreferenceReward, feature_net, fit_head)
+from engine.rewards.preference import (AUTO, DEFAULT_FIT_FEATURE, FIT_FEATURES, CriticFeatures, FitSettings,  # noqa: E402
+                                       PreferenceError, PreferenceReward, auto_feature_net, feature_net, fit_head,
+                                       fit_head_auto, split_features)
 from engine.models.embedded.preference_study import (RULES, held_out_auc, make_candidates,  # noqa: E402
                                              marks_from_measure, rule_measure)
 from engine.sampling.sampler import SamplerConfig  # noqa: E402
@@ -67,8 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--mode", choices=("logit", "log_prob"), default="logit", help="the preference reward's mode")
     p.add_argument("--methods", nargs="+", default=["nabla", "refl"], choices=["nabla", "refl"],
                    help="methods aligning on the preference (the baseline is always ReFL on the rule's measure)")
-    p.add_argument("--feature", default=DEFAULT_FEATURE, choices=[k for k in FEATURE_KINDS if not k.startswith("clip")],
-                   help="the preference's frozen features (default critic+layout)")
+    p.add_argument("--feature", default=DEFAULT_FIT_FEATURE, choices=[k for k in FIT_FEATURES if not k.startswith("clip")],
+                   help="the preference's frozen features (default auto: the proportions unless critic+layout explains the picks better)")
     p.add_argument("--trajectories", type=int, default=8, help="trajectories per round, all in one update (default 8)")
     p.add_argument("--resolution", type=int, default=24, help="reward render size during alignment (default 24)")
     p.add_argument("--pick-counts", type=int, nargs="+", default=[12, 24, 36], help="pick counts of the AUC curve")
@@ -119,6 +120,29 @@ def held_out_figures(model, rule, features, samples: int, sampler: SamplerConfig
 CRITIC = None  # the critic's features, for FD (set in main)
 
 
+def fit_study_head(features, feats: torch.Tensor, marks: list[str], prompts: list[str], settings: FitSettings):
+    """The head of the picks' features ``feats`` (N, D) of the study's feature net ``features``; with
+    ``auto`` the kind is chosen as ``preferences fit`` chooses it."""
+    if features.kind == AUTO:
+        return fit_head_auto(split_features(features, feats), marks, prompts, settings)
+    return fit_head(feats, marks, prompts, settings)
+
+
+def head_columns(features, head, feats: torch.Tensor) -> torch.Tensor:
+    """The columns of ``feats`` (N, D) that ``head`` reads (all of them unless the kind was chosen)."""
+    return split_features(features, feats)[head.meta["feature"]] if features.kind == AUTO else feats
+
+
+def check_classes(rule: str, what: str, marks: list[str]) -> None:
+    """Exit with a message, not a traceback, where the artist's marks leave no liked or no disliked
+    candidate (few candidates, or samplers so coarse that every candidate looks alike)."""
+    counts = {m: marks.count(m) for m in ("liked", "disliked", "neutral")}
+    if counts["liked"] == 0 or counts["disliked"] == 0:
+        raise SystemExit(f"rule {rule}: the {len(marks)} {what} hold {counts['liked']} liked, {counts['disliked']} disliked "
+                         f"and {counts['neutral']} neutral; the study needs both liked and disliked ones: draw more "
+                         f"candidates or use more --sampling-steps")
+
+
 def main(argv=None) -> int:
     global CRITIC
     args = parse_args(argv)
@@ -129,7 +153,7 @@ def main(argv=None) -> int:
         return write_outputs(results, args, results.get("argv", argv), rebuilt_by=argv)
     torch.set_num_threads(args.threads)
     CRITIC = CriticFeatures()
-    features = feature_net(args.feature)
+    features = auto_feature_net() if args.feature == AUTO else feature_net(args.feature)
     settings = FitSettings(feature=args.feature, cross_prompt_weight=args.cross_prompt_weight)
     model = load_model("embedded")
     sampler = SamplerConfig(steps=args.sampling_steps)
@@ -152,22 +176,34 @@ def main(argv=None) -> int:
             row["second_unit"] = rule.second.unit
         marks, thresholds = marks_from_measure(rule_measure(rule, model, train), rule.by_class)
         held_measure = rule_measure(rule, model, held)
+        check_classes(name, "candidates to pick (--picks)", marks)
+        check_classes(name, "held-out candidates (--held-out)", marks_from_measure(held_measure, rule.by_class,
+                                                                                   None if rule.by_class else thresholds)[0])
         row["auc_by_picks"] = {}
         for n in sorted(set(args.pick_counts) | {args.picks}):
             if n > args.picks:
                 continue
             try:  # the first n candidates, marked with the thresholds of all picks
-                h = fit_head(train.features[:n], marks[:n], train.prompts[:n], settings)
-                row["auc_by_picks"][str(n)] = held_out_auc(h.score(held.features), held_measure, rule.by_class, thresholds)
+                h = fit_study_head(features, train.features[:n], marks[:n], train.prompts[:n], settings)
+                row["auc_by_picks"][str(n)] = held_out_auc(h.score(head_columns(features, h, held.features)), held_measure,
+                                                           rule.by_class, thresholds)
             except PreferenceError:  # too few of one class among the first n
                 row["auc_by_picks"][str(n)] = None
         t = time.perf_counter()
-        head = fit_head(train.features, marks, train.prompts, settings)
+        try:
+            head = fit_study_head(features, train.features, marks, train.prompts, settings)
+        except PreferenceError as exc:  # too few of one class to fit
+            raise SystemExit(f"rule {name}: {exc}") from None
         row["fit_s"] = time.perf_counter() - t
         row["picks"] = {m: marks.count(m) for m in ("liked", "disliked", "neutral")}
         row["cv_auc"] = head.meta["cross_validation"]["auc"]
-        row["held_out_auc"] = held_out_auc(head.score(held.features), held_measure, rule.by_class, thresholds)
-        print(f"[{name}] picks {row['picks']}: cross-validated AUC {row['cv_auc']:.3f}, held-out AUC {row['held_out_auc']:.3f}; "
+        row["feature"] = head.meta["feature"]
+        if "feature_selection" in head.meta:
+            row["feature_selection"] = head.meta["feature_selection"]["cross_validated_auc"]
+        row["held_out_auc"] = held_out_auc(head.score(head_columns(features, head, held.features)), held_measure,
+                                           rule.by_class, thresholds)
+        print(f"[{name}] picks {row['picks']}, {row['feature']} features {row.get('feature_selection', '')}: "
+              f"cross-validated AUC {row['cv_auc']:.3f}, held-out AUC {row['held_out_auc']:.3f}; "
               f"by picks {row['auc_by_picks']}", flush=True)
         if not args.skip_align:
             # held-out samples with the sampler the aligner trains with, base and finetuned alike
@@ -177,13 +213,14 @@ def main(argv=None) -> int:
             row["base"] = base_figure
             if base_second is not None:
                 row["base_second"] = base_second
-            row["base_preference_score"] = float(head.score(base_feats).mean())
+            row["base_preference_score"] = float(head.score(head_columns(features, head, base_feats)).mean())
             # a scale for FD: the base model against itself on other seeds (sampling noise alone)
             _, _, _, other_critic = held_out_figures(model, rule, features, args.eval_samples, eval_sampler, 3_000_000,
                                                      cache=base_samples)
             row["fd_base_other_seeds"] = frechet_distance(other_critic, base_critic)
-            runs = {"nabla on preference": ("nabla", PreferenceReward(head, features, args.mode), args.beta, args.lr),
-                    "refl on preference": ("refl", PreferenceReward(head, features, args.mode), 1.0, tuned.lr_for("refl", name)),
+            head_net = feature_net(head.meta["feature"]) if features.kind == AUTO else features
+            runs = {"nabla on preference": ("nabla", PreferenceReward(head, head_net, args.mode), args.beta, args.lr),
+                    "refl on preference": ("refl", PreferenceReward(head, head_net, args.mode), 1.0, tuned.lr_for("refl", name)),
                     "refl on the rule's measure": ("refl", rule.direct_reward(), 1.0, tuned.lr_for("refl", name))}
             runs = {k: v for k, v in runs.items() if v[0] in args.methods or k == "refl on the rule's measure"}
             for label, (method, reward, beta, lr) in runs.items():
@@ -200,7 +237,7 @@ def main(argv=None) -> int:
                         figure, second, feats, crit = held_out_figures(m, rule, features, args.eval_samples, eval_sampler)
                         curve.append([r, figure, frechet_distance(crit, base_critic)])
                 row[label] = {"figure": figure, "fd_to_base": curve[-1][2], "curve": curve,
-                              "preference_score": float(head.score(feats).mean()), "seconds": time.perf_counter() - t,
+                              "preference_score": float(head.score(head_columns(features, head, feats)).mean()), "seconds": time.perf_counter() - t,
                               "lr": lr, "beta": beta}
                 if second is not None:
                     row[label]["second"] = second
@@ -264,7 +301,7 @@ def results_table(results: dict) -> str:
     counts = sorted({int(n) for r in results["rules"].values() for n in r["auc_by_picks"]})
     seconds = any("second_unit" in r for r in results["rules"].values())
     fig_cols = (lambda name: (name, "2nd")) if seconds else (lambda name: (name,))
-    head = (["rule", "picks (liked/disliked/neutral)"] + [f"AUC, {n} picks" for n in counts]
+    head = (["rule", "picks (liked/disliked/neutral)", "features"] + [f"AUC, {n} picks" for n in counts]
             + [*fig_cols("base"), "FD base vs other seeds"] + [c for k in labels for c in (*fig_cols(k), "FD")])
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
 
@@ -274,7 +311,7 @@ def results_table(results: dict) -> str:
     for name, r in results["rules"].items():
         p = r["picks"]
         unit = r["unit"] + (f"; 2nd: {r['second_unit']}" if "second_unit" in r else "")
-        cells = [f"{name}: {unit}", f"{p['liked']}/{p['disliked']}/{p['neutral']}"]
+        cells = [f"{name}: {unit}", f"{p['liked']}/{p['disliked']}/{p['neutral']}", r.get("feature") or results.get("settings", {}).get("feature", "-")]
         cells += ["too few" if r["auc_by_picks"].get(str(n)) is None else f"{r['auc_by_picks'][str(n)]:.3f}" for n in counts]
         if "base" in r:
             cells += figure_cells(r["base"], r.get("base_second")) + [f"{r['fd_base_other_seeds']:.2f}"]

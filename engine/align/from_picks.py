@@ -6,10 +6,10 @@ picks" button)::
 
     {..., "reward": "preference",                      # or an expression using it: "preference + 0.3*dnc"
      "fit_preference": {"picks": "/abs/picks.json",    # required
-                        "feature": "critic+layout", "clip_model": null, "l2": 1.0, "folds": 5}}
+                        "feature": "auto", "clip_model": null, "l2": 1.0, "folds": 5}}
 
-``feature``: one of ``FEATURE_KINDS`` of engine/rewards/preference.py, by default its ``DEFAULT_FEATURE``
-(``"critic+layout"``); the other fields as ``preferences fit`` takes them.
+``feature``: one of ``FIT_FEATURES`` of engine/rewards/preference.py, by default its ``DEFAULT_FIT_FEATURE``
+(``"auto"``); the other fields as ``preferences fit`` takes them.
 
 The picks are read and counted first: too few liked or disliked assets are refused with the fit's own
 message, before anything is loaded or written (a ValueError before the first progress call: the
@@ -34,7 +34,7 @@ FIT_SHARE = 0.2  # of the job's progress bar: fitting re-samples every picked as
 
 def fit_settings(raw) -> tuple[Path, "FitSettings"]:  # noqa: F821 - torch-side type, imported below
     """The picks path and fit settings of a ``fit_preference`` object; BadInput naming the field."""
-    from ..rewards.preference import DEFAULT_FEATURE, DEFAULT_L2, FitSettings
+    from ..rewards.preference import DEFAULT_FIT_FEATURE, DEFAULT_L2, FitSettings
 
     if not isinstance(raw, dict):
         raise BadInput(f"fit_preference must be an object with picks, got {raw!r}")
@@ -50,7 +50,7 @@ def fit_settings(raw) -> tuple[Path, "FitSettings"]:  # noqa: F821 - torch-side 
     folds = raw.get("folds", 5)
     if isinstance(folds, bool) or not isinstance(folds, int):
         raise BadInput(f"fit_preference.folds must be an integer, got {folds!r}")
-    settings = FitSettings(feature=raw.get("feature", DEFAULT_FEATURE), clip_model=raw.get("clip_model"), l2=float(l2), folds=folds)
+    settings = FitSettings(feature=raw.get("feature", DEFAULT_FIT_FEATURE), clip_model=raw.get("clip_model"), l2=float(l2), folds=folds)
     return Path(picks).expanduser(), settings
 
 
@@ -92,11 +92,12 @@ def run_alignment_from_picks(params: dict, progress: Callable[[float, str], None
     say(0.0, f"fitting the preference from {len(picks)} picks")
     head = fit_preferences(picks_path, pref_dir, settings, params.get("device", "cpu"), fit_progress)  # "auto" too
     cv = head.meta["cross_validation"]
-    say(FIT_SHARE, f"preference fitted: held-out AUC {cv['auc']:.3f}")
+    say(FIT_SHARE, f"preference fitted on {head.meta['feature']} features: held-out AUC {cv['auc']:.3f}")
 
     def align_progress(fraction: float, message: str) -> None:
         say(FIT_SHARE + (1 - FIT_SHARE) * fraction, message)
 
     report = run_alignment(params, align_progress, should_cancel, preview)
-    report["preference"] = {"path": str(pref_dir), "cross_validation": cv, "picks": head.meta["picks"]}
+    report["preference"] = {"path": str(pref_dir), "cross_validation": cv, "picks": head.meta["picks"],
+                            "feature": head.meta["feature"]}
     return report

@@ -59,8 +59,17 @@ from .errors import RewardConfigError, RewardModelMissing
 
 HEAD_FILE = "preference.safetensors"
 META_FILE = "preference.json"
-FEATURE_KINDS = ("critic+layout", "critic", "clip+layout", "clip", "layout")
-DEFAULT_FEATURE = "critic+layout"  # the one whose gradient moves what the picks were about (docs/preferences.md)
+FEATURE_KINDS = ("critic+layout", "critic", "clip+layout", "clip", "layout", "profile")
+DEFAULT_FEATURE = "critic+layout"  # the richest features of the embedded model's renders (docs/preferences.md)
+# Fitting may also choose the kind itself: "auto" fits the simplest candidate first (the silhouette's
+# proportions, 16-d a view) and keeps it unless the rich features explain the picks clearly better
+# (cross-validated AUC higher by more than AUTO_TOLERANCE). A head on the rich features also
+# learns what they say about the shape: fitted to "taller" picks it moved the shape mix, and drifted
+# further from the base than the proportions-only head for the same gain in height (docs/preferences.md).
+AUTO = "auto"
+FIT_FEATURES = (AUTO,) + FEATURE_KINDS
+DEFAULT_FIT_FEATURE = AUTO
+AUTO_TOLERANCE = 0.02  # of cross-validated AUC: about one liked/disliked pair in 50 ranked differently
 LAYOUT_GRID = 8  # the layout features: each view's RGB averaged over an 8 x 8 grid of cells
 # Standardisation floor, as a fraction of the median feature std: a feature that barely varies over the
 # picks (a background pixel, a dead channel) would otherwise be divided by ~0 and let the reward climb
@@ -227,13 +236,15 @@ def check_pick_counts(marks: list[str], min_liked: int = MIN_LIKED, min_disliked
 # --- features ----------------------------------------------------------------------------------------
 
 class FeatureNet:
-    """Frozen per-view image features: rgb (B, V, 3, R, R) in [0, 1] -> (B, V, D), differentiable in the pixels."""
+    """Frozen per-view image features: rgb (B, V, 3, R, R) in [0, 1], and the coverage alpha
+    (B, V, 1, R, R) for the networks with ``needs_alpha`` -> (B, V, D), differentiable in the pixels."""
 
     kind: str = "critic"
     dim: int = 0
     source: str | None = None  # the CLIP folder, for kind "clip"
+    needs_alpha: bool = False
 
-    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+    def __call__(self, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -252,7 +263,7 @@ class CriticFeatures(FeatureNet):
         self.dim = self.net.config.feature_dim
         self.source = None if weights is None else str(Path(weights).resolve())
 
-    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+    def __call__(self, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
         b, v = rgb.shape[:2]
         param = next(self.net.parameters())
         self.net.to(rgb.device)
@@ -274,7 +285,7 @@ class ClipFeatures(FeatureNet):
         self.dim = int(self.model.visual_projection.out_features)
         self.source = str(model_path)
 
-    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+    def __call__(self, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
         from .clip_rewards import clip_pixel_values, image_embeddings
 
         b, v = rgb.shape[:2]
@@ -299,9 +310,40 @@ class LayoutFeatures(FeatureNet):
         self.grid = grid
         self.dim = 3 * grid * grid
 
-    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+    def __call__(self, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
         b, v = rgb.shape[:2]
         return torch.nn.functional.adaptive_avg_pool2d(rgb.flatten(0, 1), self.grid).flatten(1).view(b, v, -1)
+
+
+class ProfileFeatures(FeatureNet):
+    """Proportions: how far the silhouette reaches, (B, V, 2 * grid). Per view, each image row's
+    coverage (a smooth max of alpha along the row) averaged within ``grid`` horizontal bands, and
+    each column's within ``grid`` vertical bands.
+
+    A head on these scores an asset's extent (taller, wider, squatter) and nothing else; its gradient
+    only grows or shrinks the silhouette, like the differentiable height of the simulated artist's
+    study. The layout cells average coverage over a cell, so they rise as much by widening an object
+    as by making it reach further up, and the critic's features say what the shape is: a head on
+    those, fitted to "taller", also moves the shape mix (docs/preferences.md, "Proportions")."""
+
+    kind = "profile"
+    needs_alpha = True
+    SHARPNESS = 20.0  # of the smooth max: rows a tenth covered read as ~0.1 + log(R)/20, fully covered as ~1
+
+    def __init__(self, grid: int = LAYOUT_GRID):
+        self.grid = grid
+        self.dim = 2 * grid
+
+    def __call__(self, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        if alpha is None:
+            raise PreferenceError("profile features need the renders' alpha (coverage), not only rgb")
+        a = alpha[:, :, 0]  # (B, V, R, R)
+        b, v, r, _ = a.shape
+        rows = torch.logsumexp(a * self.SHARPNESS, dim=-1) / self.SHARPNESS  # (B, V, R): one per image row
+        cols = torch.logsumexp(a * self.SHARPNESS, dim=-2) / self.SHARPNESS
+        pool = torch.nn.functional.adaptive_avg_pool1d
+        bands = [pool(x.reshape(b * v, 1, r), self.grid).view(b, v, self.grid) for x in (rows, cols)]
+        return torch.cat(bands, -1)
 
 
 class ConcatFeatures(FeatureNet):
@@ -311,9 +353,10 @@ class ConcatFeatures(FeatureNet):
         self.kind, self.nets = kind, nets
         self.dim = sum(n.dim for n in nets)
         self.source = nets[0].source
+        self.needs_alpha = any(n.needs_alpha for n in nets)
 
-    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
-        return torch.cat([n(rgb) for n in self.nets], -1)
+    def __call__(self, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([n(rgb, alpha) for n in self.nets], -1)
 
 
 def feature_net(kind: str = DEFAULT_FEATURE, clip_model: str | os.PathLike | None = None,
@@ -325,6 +368,8 @@ def feature_net(kind: str = DEFAULT_FEATURE, clip_model: str | os.PathLike | Non
     base = kind.split("+")[0]
     if base == "layout":
         return LayoutFeatures()
+    if base == "profile":
+        return ProfileFeatures()
     if base == "critic":
         net = CriticFeatures(critic_weights)
     else:
@@ -530,8 +575,8 @@ def latent_features(model, latents: torch.Tensor, features: FeatureNet, resoluti
     out = []
     for start in range(0, len(latents), batch):
         z = latents[start:start + batch].float()
-        rgb = render(model.decode(z), cams, config).rgb
-        out.append(features(rgb).mean(1).cpu())
+        views = render(model.decode(z), cams, config)
+        out.append(features(views.rgb, views.alpha).mean(1).cpu())
     return torch.cat(out)
 
 
@@ -595,9 +640,10 @@ def pick_features(picks: list[Pick], features: FeatureNet, device: str | torch.d
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How a preference is fitted; stored in the metadata."""
+    """How a preference is fitted; stored in the metadata. ``feature``: a kind of FEATURE_KINDS, or
+    ``"auto"`` (:func:`select_feature_kind` chooses among :func:`auto_candidates`)."""
 
-    feature: str = DEFAULT_FEATURE
+    feature: str = DEFAULT_FIT_FEATURE
     clip_model: str | None = None
     l2: float = DEFAULT_L2
     cross_prompt_weight: float = 1.0
@@ -607,8 +653,8 @@ class FitSettings:
     min_disliked: int = MIN_DISLIKED
 
     def __post_init__(self) -> None:
-        if self.feature not in FEATURE_KINDS:
-            raise PreferenceError(f"unknown preference feature kind {self.feature!r}; choose one of {', '.join(FEATURE_KINDS)}")
+        if self.feature not in FIT_FEATURES:
+            raise PreferenceError(f"unknown preference feature kind {self.feature!r}; choose one of {', '.join(FIT_FEATURES)}")
         if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 > 0):
             raise PreferenceError(f"l2 must be a finite number > 0, got {self.l2!r}")
         if not (math.isfinite(self.cross_prompt_weight) and self.cross_prompt_weight >= 0):
@@ -619,9 +665,60 @@ class FitSettings:
             raise PreferenceError("resolution must be in 8..512")
 
 
-def fit_head(features: torch.Tensor, marks: list[str], prompts: list[str], settings: FitSettings = FitSettings(),
-             feature_dim_source: str | None = None) -> PreferenceHead:
-    """The head fitted on all picks, with its cross-validated agreement in ``meta["cross_validation"]``."""
+def auto_candidates(clip_model: str | None = None) -> tuple[str, ...]:
+    """The kinds ``"auto"`` chooses among, simplest first: the proportions, then the rich features
+    (a CLIP model's where one is configured, else the critic's), each with the layout cells."""
+    return ("profile", "clip+layout" if clip_model is not None else "critic+layout")
+
+
+def auto_feature_net(clip_model: str | os.PathLike | None = None, critic_weights: str | os.PathLike | None = None
+                     ) -> ConcatFeatures:
+    """Every candidate of ``"auto"`` side by side, so the picks are rendered once: (B, V, sum of D);
+    :func:`split_features` takes the columns of each kind back out."""
+    nets = [feature_net(k, clip_model, critic_weights if k.startswith("critic") else None)
+            for k in auto_candidates(None if clip_model is None else str(clip_model))]
+    net = ConcatFeatures(AUTO, nets)
+    net.source = nets[-1].source
+    return net
+
+
+def split_features(net: ConcatFeatures, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The columns (..., D_kind) of each candidate kind in features (..., D) of :func:`auto_feature_net`."""
+    out, start = {}, 0
+    for n in net.nets:
+        out[n.kind] = features[..., start:start + n.dim]
+        start += n.dim
+    return out
+
+
+def select_feature_kind(features: dict[str, torch.Tensor], marks: list[str], prompts: list[str],
+                        settings: FitSettings = FitSettings()) -> tuple[str, dict[str, float]]:
+    """The kind ``"auto"`` fits: the first of ``features`` (kind -> (N, D), simplest first) whose
+    cross-validated AUC is within AUTO_TOLERANCE of the best; and every kind's AUC."""
+    check_pick_counts(marks, settings.min_liked, settings.min_disliked)
+    aucs = {k: cross_validate(f, marks, prompts, settings.folds, settings.l2, settings.cross_prompt_weight)["auc"]
+            for k, f in features.items()}
+    best = max(aucs.values())
+    return next(k for k, a in aucs.items() if a >= best - AUTO_TOLERANCE), aucs
+
+
+def fit_head_auto(features: dict[str, torch.Tensor], marks: list[str], prompts: list[str],
+                  settings: FitSettings = FitSettings(), feature_dim_source: str | None = None) -> PreferenceHead:
+    """:func:`fit_head` on the kind :func:`select_feature_kind` chooses; the choice and every
+    candidate's cross-validated AUC are kept in ``meta["feature_selection"]``."""
+    kind, aucs = select_feature_kind(features, marks, prompts, settings)
+    head = fit_head(features[kind], marks, prompts, dataclasses.replace(settings, feature=kind),
+                    feature_dim_source if kind.startswith("critic") else None)
+    head.meta["feature_selection"] = {"chosen": kind, "cross_validated_auc": aucs, "tolerance": AUTO_TOLERANCE}
+    return head
+
+
+def fit_head(features: torch.Tensor, marks: list[str], prompts: list[str],
+             settings: FitSettings = FitSettings(feature=DEFAULT_FEATURE), feature_dim_source: str | None = None) -> PreferenceHead:
+    """The head fitted on all picks, with its cross-validated agreement in ``meta["cross_validation"]``.
+    ``settings.feature`` names the kind of ``features``; for ``"auto"`` use :func:`fit_head_auto`."""
+    if settings.feature == AUTO:
+        raise PreferenceError("fit_head needs the kind of its features; 'auto' chooses one with fit_head_auto")
     check_pick_counts(marks, settings.min_liked, settings.min_disliked)
     pairs, weights = preference_pairs(marks, prompts, settings.cross_prompt_weight)
     w, mean, std, stats = fit_bradley_terry(features, pairs, weights, settings.l2)
@@ -647,9 +744,15 @@ def fit_preferences(picks_path: str | os.PathLike, out_dir: str | os.PathLike, s
     picks = load_picks(picks_path)
     marks = [p.mark for p in picks]
     check_pick_counts(marks, settings.min_liked, settings.min_disliked)
-    net = feature_net(settings.feature, settings.clip_model)
-    feats = pick_features(picks, net, device, settings.resolution, progress)
-    head = fit_head(feats, marks, [p.prompt for p in picks], settings, net.source if settings.feature.startswith("critic") else None)
+    prompts = [p.prompt for p in picks]
+    if settings.feature == AUTO:
+        net = auto_feature_net(settings.clip_model)
+        feats = pick_features(picks, net, device, settings.resolution, progress)
+        head = fit_head_auto(split_features(net, feats), marks, prompts, settings, net.source)
+    else:
+        net = feature_net(settings.feature, settings.clip_model)
+        feats = pick_features(picks, net, device, settings.resolution, progress)
+        head = fit_head(feats, marks, prompts, settings, net.source if settings.feature.startswith("critic") else None)
     save_head(head, out_dir)
     return head
 
@@ -669,6 +772,8 @@ class PreferenceReward(Reward):
         if mode not in REWARD_MODES:
             raise PreferenceError(f"preference mode must be one of {', '.join(REWARD_MODES)}, not {mode!r}")
         self.head, self.features, self.mode = head, features, mode
+        if features.needs_alpha:
+            self.channels = frozenset({"rgb", "alpha"})
 
     def score_views(self, renders: RenderOutput | torch.Tensor, prompts: list[str]) -> torch.Tensor:
         rgb = renders.rgb if isinstance(renders, RenderOutput) else renders
@@ -676,7 +781,8 @@ class PreferenceReward(Reward):
             raise ValueError(f"expected rgb renders (B, V, 3, R, R), got {getattr(rgb, 'shape', type(rgb).__name__)}")
         if len(prompts) != rgb.shape[0]:
             raise ValueError(f"{rgb.shape[0]} rendered assets but {len(prompts)} prompts")
-        score = self.head.score(self.features(rgb))
+        alpha = renders.alpha if isinstance(renders, RenderOutput) else None
+        score = self.head.score(self.features(rgb, alpha))
         # log_prob saturates once a view beats the average pick: less pull toward features far off the picks
         return torch.nn.functional.logsigmoid(score) if self.mode == "log_prob" else score
 

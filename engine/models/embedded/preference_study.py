@@ -236,7 +236,7 @@ def make_candidates(model, count: int, first_seed: int, features, sampler=None, 
     parts = [render(model.decode(latents[i:i + 16]), cams, fit_render_config(resolution)) for i in range(0, count, 16)]
     renders = RenderOutput(**{k: torch.cat([getattr(p, k) for p in parts]) for k in ("rgb", "albedo", "alpha", "depth", "normal")},
                            cameras=cams)
-    feats = features(renders.rgb).mean(1)
+    feats = features(renders.rgb, renders.alpha).mean(1)
     return Candidates(ps, seeds, latents, renders, feats)
 
 

@@ -47,6 +47,9 @@ def test_fits_the_preference_then_aligns_on_it(tmp_path):
     assert report["reward"] == "preference" and report["rounds"] == 1
     assert report["preference"]["path"] == str(pref) and report["preference"]["picks"]["liked"] == 4
     assert 0.0 <= report["preference"]["cross_validation"]["auc"] <= 1.0
+    # "auto" (the default) chose a kind, recorded where the reward loader reads it
+    chosen = json.loads((pref / "preference.json").read_text())
+    assert report["preference"]["feature"] == chosen["feature"] == chosen["feature_selection"]["chosen"] in ("profile", "critic+layout")
     assert all(isinstance(report[k]["mean"], float) for k in ("reward_before", "reward_after"))
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
     fractions = [f for f, _ in seen]

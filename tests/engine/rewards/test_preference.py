@@ -241,6 +241,7 @@ def test_cli_fit_then_align_with_the_preference_reward(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "held-out agreement (3-fold cross-validation): AUC" in out
     meta = json.loads((pref / "preference.json").read_text())
+    assert f"features chosen by auto: {meta['feature']} (cross-validated AUC profile" in out
     assert meta["picks"] == {"liked": 5, "disliked": 5, "neutral": 0} and meta["cross_validation"]["auc"] >= 0.9
 
     assert main(["rewards"]) == 0
@@ -363,3 +364,55 @@ def test_nearly_constant_features_cannot_dominate_the_score():
     # the informative feature still carries the ranking
     scores = head_score(x)
     assert float(scores[:8].min()) > float(scores[8:16].max()) and float(w[0]) > 0
+
+
+def test_profile_features_learn_taller_and_their_reward_reads_the_silhouette(model, study):
+    """The proportions features (``profile``) from the renders' alpha: "taller" is learned from them
+    alone, and the reward's gradient, through the renderer's coverage, matches finite differences."""
+    train, held = study
+    net = feature_net("profile")
+    assert net.dim == 16
+    with pytest.raises(PreferenceError, match="alpha"):
+        net(train.renders.rgb[:1])
+    f_train, f_held = (net(c.renders.rgb, c.renders.alpha).mean(1) for c in (train, held))
+    rule = RULES["taller"]
+    marks, thresholds = marks_from_measure(rule_measure(rule, model, train), rule.by_class)
+    head = fit_head(f_train, marks, train.prompts, FitSettings(feature="profile"))
+    assert held_out_auc(head.score(f_held), rule_measure(rule, model, held), rule.by_class, thresholds) >= 0.85
+    reward = PreferenceReward(head, net)
+    assert reward.channels == {"rgb", "alpha"}
+    m64 = load_model("embedded")
+    m64.autoencoder.to(torch.float64)
+    objective = RenderedReward(m64, reward, OrbitConfig(views=2),
+                               VolumeRenderConfig(resolution=12, samples=16, sharpness=0.05), image_noise=0.0)
+    views = objective.sample_views(torch.Generator().manual_seed(0))
+    x = train.latents[:1].double().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(x, train.prompts[:1], views).sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eps = 1e-5
+    with torch.no_grad():
+        fd = float(objective(x + eps * v, train.prompts[:1], views) - objective(x - eps * v, train.prompts[:1], views)) / (2 * eps)
+    assert abs(float((grad * v).sum()) - fd) <= 1e-4 * abs(fd) + 1e-7
+
+
+@pytest.mark.parametrize("rule_name, chosen", [("taller", "profile"), ("orange", "critic+layout")])
+def test_auto_keeps_the_proportions_unless_the_rich_features_explain_the_picks_better(rule_name, chosen, model, study):
+    """``feature="auto"`` (the default) fits the proportions alone when they explain the picks (taller),
+    and the critic's features with the layout cells when they do clearly better (orange)."""
+    from engine.preferences_cli import FEATURE_CHOICES
+    from engine.rewards.preference import AUTO_TOLERANCE, FIT_FEATURES, auto_candidates, fit_head_auto
+
+    assert FEATURE_CHOICES == FIT_FEATURES and FitSettings().feature == "auto"
+    train, _ = study
+    rule = RULES[rule_name]
+    marks, _ = marks_from_measure(rule_measure(rule, model, train), rule.by_class)
+    profile = feature_net("profile")(train.renders.rgb, train.renders.alpha).mean(1)
+    feats = dict(zip(auto_candidates(), (profile, train.features)))
+    head = fit_head_auto(feats, marks, train.prompts)
+    selection = head.meta["feature_selection"]
+    assert selection["chosen"] == head.meta["feature"] == chosen and head.dim == feats[chosen].shape[1]
+    aucs = selection["cross_validated_auc"]
+    assert set(aucs) == {"profile", "critic+layout"} and aucs[chosen] >= max(aucs.values()) - AUTO_TOLERANCE
+    with pytest.raises(PreferenceError, match="auto"):
+        fit_head(train.features, marks, train.prompts, FitSettings())

@@ -82,3 +82,16 @@ def test_fd_at_an_equal_movement_is_read_off_the_curves():
                                     "refl on the rule's measure": {"figure": 1.2, "curve": [[0, 1.0, 0.0], [8, 1.2, 4.0]]}}}}
     row = demo.movement_table(results).splitlines()[-1]
     assert [c.strip() for c in row.strip("|").split("|")] == ["taller", "+0.200", "1.00", "2.00", "2.00", "4.00"]
+
+
+def test_study_stops_with_a_message_when_marks_hold_one_class():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[4] / "scripts" / "preference_demo.py"
+    spec = importlib.util.spec_from_file_location("preference_demo", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    demo.check_classes("orange", "held-out candidates (--held-out)", ["liked", "neutral", "disliked"])  # both: fine
+    with pytest.raises(SystemExit, match=r"orange: the 3 held-out candidates \(--held-out\) hold 2 liked, 0 disliked"):
+        demo.check_classes("orange", "held-out candidates (--held-out)", ["liked", "liked", "neutral"])
