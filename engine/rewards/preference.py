@@ -14,8 +14,13 @@ Feature kinds (frozen, never trained here):
 - ``clip``: the projected image embedding of a local CLIP model folder (transformers format,
   loaded with the loaders of engine/rewards/clip_rewards.py), L2-normalised.
 - ``layout``: each view's RGB averaged over an 8 x 8 grid of cells (192-d), linear in the pixels;
-  ``critic+layout`` (the default) and ``clip+layout`` append it to the pooled features, which say
-  what is shown but hardly where (docs/preferences.md, "Why aligning on it failed").
+  ``critic+layout`` and ``clip+layout`` append it to the pooled features, which say what is shown
+  but hardly where (docs/preferences.md, "Why aligning on it failed").
+- ``profile``: the silhouette's proportions (16-d), from the renders' alpha (:class:`ProfileFeatures`).
+
+Fitting with ``feature="auto"`` (the default) computes ``profile`` and the rich kind, and keeps
+``profile`` unless the rich kind's cross-validated AUC is higher by more than ``AUTO_TOLERANCE``
+(:func:`select_feature_kind`); the chosen kind is what the saved head records.
 
 Score units: a difference of 1 between two assets means the head gives the better one a
 ``sigmoid(1) = 73 %`` chance of being preferred; 0 is the average training asset.
@@ -35,7 +40,8 @@ the picks file.
 
 Files of a fitted preference folder (``PREF_DIR``): ``preference.safetensors`` (the head's
 tensors ``weight``, ``mean``, ``std``: (D,) each, float32) and ``preference.json`` (strict JSON:
-feature kind, dimension, CLIP folder, fitting settings and statistics, cross-validated agreement).
+feature kind, dimension, CLIP folder, fitting settings and statistics, cross-validated agreement,
+and with ``auto`` the ``feature_selection``).
 The head is read with safetensors only.
 """
 from __future__ import annotations
@@ -324,7 +330,8 @@ class ProfileFeatures(FeatureNet):
     only grows or shrinks the silhouette, like the differentiable height of the simulated artist's
     study. The layout cells average coverage over a cell, so they rise as much by widening an object
     as by making it reach further up, and the critic's features say what the shape is: a head on
-    those, fitted to "taller", also moves the shape mix (docs/preferences.md, "Proportions")."""
+    those, fitted to "taller", drifted further from the base for the same gain in height
+    (docs/preferences.md, the study's "Reading")."""
 
     kind = "profile"
     needs_alpha = True
