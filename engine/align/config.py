@@ -55,6 +55,10 @@ class AlignConfig:
     trajectories: int = 4  # sampled per round and process
     micro_batch: int = 1  # trajectories per forward/backward (memory bound)
     accumulate: int = 1  # micro-batches per optimizer update; a round makes trajectories / (micro_batch * accumulate) updates
+    # Passes over a round's trajectories: each pass makes those updates again, with transitions drawn
+    # anew, so the policy is fitted to the same targets several times before new samples are drawn
+    # (docs/method.md, "Several passes per round").
+    epochs: int = 1
     # First-order SDE-DPM-Solver++ (DiffSplat's sampler in the paper): the same Gaussian transitions as
     # DDIM with eta 1 except the last, which is deterministic and so not trained on. DDIM's last step
     # (std 0.0064 on the embedded model) would otherwise outweigh every other transition in score
@@ -158,6 +162,8 @@ class AlignConfig:
             raise ValueError("intermediate_gradient must be own or terminal")
         if self.residual_units not in ("score", "std", "mean"):
             raise ValueError("residual_units must be score, std or mean")
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or not 1 <= self.epochs <= 100:
+            raise ValueError(f"epochs must be an integer in 1..100, got {self.epochs!r}")
         if self.steps < 0 or self.trajectories < 1 or self.micro_batch < 1 or self.accumulate < 1 or self.checkpoint_every < 1:
             raise ValueError("steps must be >= 0; trajectories, micro_batch, accumulate and checkpoint_every >= 1")
         if not 0.0 < self.subsample <= 1.0:

@@ -216,7 +216,8 @@ class Aligner:
         params = self.params + ([] if self.flow is None else list(self.flow.parameters()))
         # Several updates per round: later micro-batches see a moved policy, which is where the
         # trust region toward the outputs recorded at sampling time takes effect.
-        for group in groups:
+        passes = [group for _ in range(cfg.epochs) for group in groups]
+        for group in passes:
             self.optimizer.zero_grad(set_to_none=True)
             for i, s in enumerate(group):
                 if should_cancel is not None and should_cancel():
@@ -234,7 +235,7 @@ class Aligner:
                 with sync, self._autocast():
                     loss, parts = LOSSES[cfg.method](ctx, chunk)
                     (loss * weight).backward()
-                share = chunk.latents.shape[1] / b
+                share = chunk.latents.shape[1] / (b * cfg.epochs)  # the logged loss: the mean over passes
                 loss_sum += float(loss.detach()) * share
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v * share
@@ -376,6 +377,10 @@ class Aligner:
         for name in NOT_IDENTITY:
             here.pop(name, None), there.pop(name, None)
         top = {k.split(".")[0] for k in saved}  # an older run's identity lacks some parts: compare those it has
+        # a setting added since that run was written, at its default here, is what that run did
+        added = {k for k, v in _flatten({"config": AlignConfig().to_dict()}).items() if k not in there and here.get(k, _ABSENT) == v}
+        for name in added:
+            here.pop(name)
         differ = sorted(k for k in set(here) | set(there) if k.split(".")[0] in top and here.get(k, _ABSENT) != there.get(k, _ABSENT))
         if differ:
             shown = "; ".join(f"{k.removeprefix('config.')}: {_show(here.get(k, _ABSENT))} here, {_show(there.get(k, _ABSENT))} "

@@ -83,7 +83,7 @@ def test_gradient_methods_refuse_a_non_differentiable_reward():
 
 @pytest.mark.parametrize("bad", [dict(method="sgd"), dict(subsample=0.0), dict(beta=float("nan")), dict(lora_rank=0),
                                  dict(reward_weighting="cube"), dict(flow_network=True, method="ddpo"),
-                                 dict(checkpoint_every=0)])
+                                 dict(checkpoint_every=0), dict(epochs=0), dict(epochs=1.5)])
 def test_bad_configuration_is_a_clear_error(bad):
     with pytest.raises(ValueError):
         AlignConfig(**bad)
@@ -246,3 +246,40 @@ def test_more_rounds_continue_a_finished_run_and_the_interval_may_change(tmp_pat
         Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=3), tmp_path)
     with pytest.raises(ValueError, match=r"\(lr: 0.005 here, 0.01 in the checkpoint\)"):
         Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=6, lr=5e-3), tmp_path)
+
+
+def test_epochs_repeat_a_rounds_updates_and_older_runs_without_the_setting_resume(tmp_path):
+    """epochs=3 makes each round's updates three times over the same trajectories (2 updates a round
+    here: 6 optimizer steps), moves the LoRA further than one pass, and logs the mean loss over the
+    passes. A run written before the setting existed resumes with it at its default, 1."""
+    def steps_and_lora(epochs, rounds=1):
+        model = GaussianToyModel()
+        aligner = Aligner(model, LinearReward(DIRECTION), ["x"], _config(steps=rounds, epochs=epochs))
+        count = {"n": 0}
+        step = aligner.optimizer.step
+
+        def counted(*a, **k):
+            count["n"] += 1
+            return step(*a, **k)
+
+        aligner.optimizer.step = counted
+        log = aligner.run()
+        assert all(math.isfinite(r["loss"]) for r in log)
+        return count["n"], torch.cat([v.flatten() for v in lora_state_dict(model).values()])
+
+    (_, init), (one, lora_one), (three, lora_three) = steps_and_lora(1, rounds=0), steps_and_lora(1), steps_and_lora(3)
+    assert (one, three) == (2, 6)
+    assert (lora_three - init).norm() > 1.5 * (lora_one - init).norm()
+
+    Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=2), tmp_path).run()
+    run = json.loads((tmp_path / "run.json").read_text())
+    del run["config"]["epochs"]  # as an older version wrote it
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    identity = json.loads(state["identity"])
+    del identity["config"]["epochs"]
+    state["identity"] = json.dumps(identity)
+    torch.save(state, tmp_path / CHECKPOINT)
+    assert Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=3), tmp_path).run()[-1]["step"] == 3
+    with pytest.raises(ValueError, match=r"\(epochs: 2 here, 1 in the checkpoint\)"):
+        Aligner(GaussianToyModel(), LinearReward(DIRECTION), ["x"], _config(steps=4, epochs=2), tmp_path)
