@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 # FIT_FEATURES of engine/rewards/preference.py, spelt out so that building the parser imports no torch
-# (tests/engine/test_preferences_cli.py keeps the two equal)
+# (tests/engine/rewards/test_preference.py keeps the two equal)
 FEATURE_CHOICES = ("auto", "critic+layout", "critic", "clip+layout", "clip", "layout", "profile")
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -124,8 +125,6 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="an AlignConfig field for every finetuned row, oracle policy included (repeatable)")
     args = ap.parse_args()
-    import json
-
     extra = {k: json.loads(v) for k, _, v in (a.partition("=") for a in args.set)}
     torch.set_num_threads(1)
 

@@ -672,7 +672,7 @@ class FitSettings:
             raise PreferenceError("resolution must be in 8..512")
 
 
-def auto_candidates(clip_model: str | None = None) -> tuple[str, ...]:
+def auto_candidates(clip_model: str | os.PathLike | None = None) -> tuple[str, ...]:
     """The kinds ``"auto"`` chooses among, simplest first: the proportions, then the rich features
     (a CLIP model's where one is configured, else the critic's), each with the layout cells."""
     return ("profile", "clip+layout" if clip_model is not None else "critic+layout")
@@ -682,8 +682,7 @@ def auto_feature_net(clip_model: str | os.PathLike | None = None, critic_weights
                      ) -> ConcatFeatures:
     """Every candidate of ``"auto"`` side by side, so the picks are rendered once: (B, V, sum of D);
     :func:`split_features` takes the columns of each kind back out."""
-    nets = [feature_net(k, clip_model, critic_weights if k.startswith("critic") else None)
-            for k in auto_candidates(None if clip_model is None else str(clip_model))]
+    nets = [feature_net(k, clip_model, critic_weights if k.startswith("critic") else None) for k in auto_candidates(clip_model)]
     net = ConcatFeatures(AUTO, nets)
     net.source = nets[-1].source
     return net
@@ -752,13 +751,12 @@ def fit_preferences(picks_path: str | os.PathLike, out_dir: str | os.PathLike, s
     marks = [p.mark for p in picks]
     check_pick_counts(marks, settings.min_liked, settings.min_disliked)
     prompts = [p.prompt for p in picks]
-    if settings.feature == AUTO:
-        net = auto_feature_net(settings.clip_model)
-        feats = pick_features(picks, net, device, settings.resolution, progress)
+    auto = settings.feature == AUTO
+    net = auto_feature_net(settings.clip_model) if auto else feature_net(settings.feature, settings.clip_model)
+    feats = pick_features(picks, net, device, settings.resolution, progress)
+    if auto:
         head = fit_head_auto(split_features(net, feats), marks, prompts, settings, net.source)
     else:
-        net = feature_net(settings.feature, settings.clip_model)
-        feats = pick_features(picks, net, device, settings.resolution, progress)
         head = fit_head(feats, marks, prompts, settings, net.source if settings.feature.startswith("critic") else None)
     save_head(head, out_dir)
     return head
