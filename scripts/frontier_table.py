@@ -51,7 +51,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.align.frontier import best_under_fd, choose_setting, format_frontier_table, read_curve  # noqa: E402
+from engine.align.frontier import (  # noqa: E402
+    best_under_fd, choose_setting, format_frontier_table, format_standing_table, read_curve)
 from engine.fileio import write_bytes, write_json  # noqa: E402
 
 REWARDS = ("dnc", "palette", "critic")
@@ -72,6 +73,9 @@ NABLA_SETS = ["nabla.intermediate_detail=0.5"]  # the table's setting (docs/meth
 # own spread (trace of its feature covariance, about 28).
 TUNE_FD_MAX = {"dnc": 10.0, "palette": 20.0, "critic": 10.0}
 FD_LEVELS = (5.0, 10.0, 20.0)
+# Where the equal-drift table reads each run's path (FD = level, interpolated between measured rounds):
+# the table's levels, except for the critic, whose runs all end below FD 5 (1.3-4.6 at the paper budget).
+PATH_FD_LEVELS = {"dnc": FD_LEVELS, "palette": FD_LEVELS, "critic": (1.0, 2.0, 4.0)}
 PLOT_FD_MAX = 30.0  # frontier plots end here (collapsed runs reach FD 76)
 PAPER_SEEDS = (0, 1)
 SPREAD_SEED_BASES = (2_000_000, 3_000_000, 4_000_000, 5_000_000, 6_000_000)
@@ -597,6 +601,17 @@ def report(out: Path) -> Path:
                       f"cells seed 0 / seed 1. Base: reward {base_rows[0]['reward_mean']:.4g}, FD floor "
                       f"(two disjoint base sets) {_floor(base_rows[0])}.", "",
                       format_frontier_table(paper, FD_LEVELS)]
+            noise = _reward_noise(out, reward)
+            if noise is not None:
+                lines += [f"### Equal drift, seed means: {reward}", "",
+                          "The seed mean of each method's best reward at FD ≤ level, and of the reward where its "
+                          "held-out path (base, then every measured round in order, joined by straight lines) "
+                          "crosses FD = level. The verdict compares Nabla-R2D3's best reward under each level with the best "
+                          f"baseline's (seed means, seeds paired): a gap within the margin is a tie. The margin is the larger "
+                          f"of the reward's noise ({noise:.2g}, the std of the base reward between held-out sets) and "
+                          "the standard error of the per-seed gaps.", "",
+                          format_standing_table({m: paper[m] for m in METHODS}, "nabla", FD_LEVELS, noise,
+                                                PATH_FD_LEVELS[reward])]
             fr, pr, mk, gr = {}, {}, {}, {}
             for method, by_seed in paper.items():
                 for seed_label, rows_ in by_seed.items():
@@ -616,6 +631,14 @@ def report(out: Path) -> Path:
             lines += [f"![frontier, {reward}](frontier_{reward}.png) ![progress, {reward}](progress_{reward}.png)", ""]
     write_json(out / "chosen.json", all_chosen)
     return write_bytes(out / "frontier.md", "\n".join(lines).encode())
+
+
+def _reward_noise(out: Path, reward: str) -> float | None:
+    """The base reward's std between disjoint held-out sets (the spread job), or None before it ran."""
+    path = out / "spread" / "spread.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())["base_reward_spread_between_sets"].get(reward)
 
 
 def training_clock(run_folder: Path) -> dict[int, float]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..fileio import strict_loads
 
-__all__ = ["read_curve", "best_under_fd", "Choice", "choose_setting", "frontier_cell", "format_frontier_table"]
+__all__ = ["read_curve", "best_under_fd", "reward_at_fd", "Choice", "choose_setting", "frontier_cell",
+           "format_frontier_table", "Standing", "standing", "format_standing_table"]
 
 
 def read_curve(path: str | Path) -> list[dict]:
@@ -55,6 +56,24 @@ def best_under_fd(rows: Sequence[dict], fd_max: float) -> dict | None:
     if not inside:
         return None
     return max(inside, key=lambda r: (r["reward_mean"], -r["fd_to_base"], -r["round"]))
+
+
+def reward_at_fd(rows: Sequence[dict], fd: float) -> float | None:
+    """The highest held-out reward where the run's path crosses FD = ``fd``, or None if it never gets there.
+
+    The path is the piecewise-linear curve through the measured rounds in order (round 0, the base at
+    FD 0, included). Read at one drift, runs measured at different rounds compare at equal drift,
+    which the best measured point under a level (:func:`best_under_fd`) does not give: a run whose
+    points sit at FD 9 and 14 scores its FD-9 point under level 10 while another's sits at 10.
+    """
+    if not (isinstance(fd, (int, float)) and fd >= 0 and math.isfinite(fd)):
+        raise ValueError(f"fd must be a finite number >= 0, got {fd!r}")
+    path = [(r["fd_to_base"], r["reward_mean"]) for r in rows if _finite(r.get("fd_to_base"))]
+    found = [reward for f, reward in path if f == fd]
+    for (f0, r0), (f1, r1) in zip(path, path[1:]):
+        if min(f0, f1) < fd < max(f0, f1):
+            found.append(r0 + (r1 - r0) * (fd - f0) / (f1 - f0))
+    return max(found) if found else None
 
 
 @dataclass(frozen=True)
@@ -126,6 +145,102 @@ def format_frontier_table(curves: dict[str, dict[str, Sequence[dict] | None]], f
             cells.append(" / ".join("-" if row is None or row.get(key) is None else fmt(row[key]) for row in lasts))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """How one method stands against the others at one FD level, on the seed means.
+
+    ``means``: method -> mean over seeds of the best reward at FD <= level (None when a seed has no
+    such round or no curve yet). ``verdict`` is "leads", "ties" or "trails" for ``method`` against the
+    best of the others that have a mean (the ``rival``): leads when its mean exceeds the rival's by
+    more than ``margin``, trails when it is below by more than ``margin``, ties otherwise. ``margin``
+    is the larger of ``noise`` and the standard error of the per-seed differences (seeds paired by
+    label): the training seed moves a cell far more than the held-out set's noise does. It is "open"
+    while a curve is missing, "no round" when ``method`` never stayed within the level on some seed,
+    and "only one" when no other method did.
+    """
+
+    level: float
+    method: str
+    means: dict[str, float | None]
+    noise: float
+    verdict: str
+    rival: str | None = None  # the best other method by mean
+    gap: float | None = None  # method's mean minus the rival's
+    margin: float | None = None  # what the gap is judged against: max(noise, the gap's standard error over seeds)
+
+
+def standing(curves: dict[str, dict[str, Sequence[dict] | None]], method: str, level: float, noise: float) -> Standing:
+    """``method``'s standing at FD <= ``level`` among all methods of ``curves`` (method -> {seed: rows}).
+
+    ``noise`` is the reward's own noise (the standard deviation of the base reward between held-out
+    sets): differences within it are ties.
+    """
+    if method not in curves:
+        raise ValueError(f"{method!r} is not one of the methods: {', '.join(curves)}")
+    if not (_finite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    means: dict[str, float | None] = {}
+    per_seed: dict[str, dict[str, float]] = {}
+    for name, by_seed in curves.items():
+        bests = {seed: best_under_fd(rows, level) if rows else None for seed, rows in by_seed.items()}
+        if bests and all(b is not None for b in bests.values()):
+            per_seed[name] = {seed: b["reward_mean"] for seed, b in bests.items()}
+            means[name] = sum(per_seed[name].values()) / len(bests)
+        else:
+            means[name] = None
+    complete = all(rows for by_seed in curves.values() for rows in by_seed.values())
+    others = {k: v for k, v in means.items() if k != method and v is not None}
+    if not complete:
+        return Standing(level, method, means, noise, "open")
+    if means[method] is None:
+        return Standing(level, method, means, noise, "no round")
+    if not others:
+        return Standing(level, method, means, noise, "only one")
+    rival = max(others, key=others.get)
+    diffs = [per_seed[method][seed] - per_seed[rival][seed] for seed in per_seed[method] if seed in per_seed[rival]]
+    gap = means[method] - means[rival]
+    margin = noise
+    if len(diffs) >= 2:
+        mean = sum(diffs) / len(diffs)
+        sem = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+        margin = max(noise, sem)
+    verdict = "leads" if gap > margin else "trails" if gap < -margin else "ties"
+    return Standing(level, method, means, noise, verdict, rival, gap, margin)
+
+
+def format_standing_table(curves: dict[str, dict[str, Sequence[dict] | None]], method: str,
+                          fd_levels: Sequence[float], noise: float, path_levels: Sequence[float] | None = None) -> str:
+    """Markdown: per method, the seed-mean best reward at FD <= each of ``fd_levels`` and the seed-mean
+    reward on the path at FD = each of ``path_levels`` (:func:`reward_at_fd`; default ``fd_levels``);
+    a last row gives ``method``'s verdict per level of ``fd_levels``.
+
+    A seed-mean cell is "-" when a seed lacks the figure (no curve yet, or never within / at that FD).
+    """
+    path_levels = list(fd_levels if path_levels is None else path_levels)
+    header = ["method"] + [f"FD ≤ {level:g}: best, seed mean" for level in fd_levels] + [
+        f"at FD = {level:g} on the path, seed mean" for level in path_levels]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
+    verdicts = [standing(curves, method, level, noise) for level in fd_levels]
+    for name, by_seed in curves.items():
+        cells = [name]
+        for st in verdicts:
+            value = st.means[name]
+            cells.append("-" if value is None else _number(value))
+        for level in path_levels:
+            at = [reward_at_fd(rows, level) if rows else None for rows in by_seed.values()]
+            cells.append(_number(sum(at) / len(at)) if at and all(v is not None for v in at) else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| " + f"{method}: verdict" + " | "
+                 + " | ".join(_verdict_cell(st) for st in verdicts) + " |" + " |" * len(path_levels))
+    return "\n".join(lines) + "\n"
+
+
+def _verdict_cell(st: Standing) -> str:
+    if st.rival is None:
+        return st.verdict
+    return f"{st.verdict} {st.rival}: {st.gap:+.2g} (margin {st.margin:.2g})"
 
 
 def _number(value: float) -> str:

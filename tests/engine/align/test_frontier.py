@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from engine.align.frontier import best_under_fd, choose_setting, format_frontier_table, frontier_cell, read_curve
+from engine.align.frontier import (best_under_fd, choose_setting, format_frontier_table, format_standing_table,
+                                   frontier_cell, read_curve, reward_at_fd, standing)
 
 
 def _row(step, reward, fd, **kw):
@@ -63,3 +64,36 @@ def test_table_cells_give_the_best_reward_with_its_round_per_seed_and_the_final_
     assert lines[2] == ("| nabla | -0.600 (r10) / none | -0.350 (r40) / -0.500 (r10) | -0.300 (r30) / -0.500 (r10) "
                         "| -0.200 / -0.500 | 25 / 6 | - / 50.0 % | - / 25.0 % | - / 1 | 50 / 10 |")
     assert lines[3].startswith("| refl | - / none | - / -0.500 (r10) |")
+
+
+def test_reward_at_fd_reads_the_path_where_it_crosses_the_level():
+    # CURVE's path: FD 0.25 -> 3 -> 8 -> 12 -> 9.5 -> 25; FD 10 is crossed three times.
+    crossings = [-0.45 + 0.15 * (10 - 8) / 4, -0.30 + (-0.05) * (12 - 10) / 2.5, -0.35 + 0.15 * 0.5 / 15.5]
+    assert reward_at_fd(CURVE, 10) == pytest.approx(max(crossings))
+    assert reward_at_fd(CURVE, 3.0) == pytest.approx(-0.60)  # a measured point exactly at the level
+    assert reward_at_fd(CURVE, 0.1) is None and reward_at_fd(CURVE, 30) is None  # never at that drift
+    assert reward_at_fd([_row(10, 0.5, None)], 1) is None
+    with pytest.raises(ValueError):
+        reward_at_fd(CURVE, float("inf"))
+
+
+def test_standing_calls_a_gap_within_the_seed_margin_a_tie():
+    ahead = {"seed 0": [_row(0, 0.0, 0.0), _row(10, 0.50, 4.0)], "seed 1": [_row(0, 0.0, 0.0), _row(10, 0.52, 4.0)]}
+    behind = {"seed 0": [_row(0, 0.0, 0.0), _row(10, 0.40, 3.0)], "seed 1": [_row(0, 0.0, 0.0), _row(10, 0.41, 3.0)]}
+    st = standing({"nabla": ahead, "refl": behind}, "nabla", 5, noise=0.01)
+    assert st.verdict == "leads" and st.rival == "refl" and st.gap == pytest.approx(0.105)
+    assert st.margin == pytest.approx(0.01)  # the per-seed gaps (0.10, 0.11) agree: the noise decides
+    assert standing({"refl": behind, "nabla": ahead}, "refl", 5, noise=0.01).verdict == "trails"
+    # Seeds that disagree: +0.2 and -0.1, mean +0.05 against a standard error of 0.15.
+    split = {"seed 0": [_row(10, 0.60, 4.0)], "seed 1": [_row(10, 0.31, 4.0)]}
+    assert standing({"nabla": split, "refl": behind}, "nabla", 5, noise=0.01).verdict == "ties"
+    assert standing({"nabla": ahead, "refl": behind}, "nabla", 1, noise=0.01).verdict == "no round"
+    assert standing({"nabla": ahead, "refl": {"seed 0": None, "seed 1": behind["seed 1"]}}, "nabla", 5, 0.01).verdict == "open"
+    assert standing({"nabla": ahead, "refl": behind}, "refl", 3.5, noise=0.01).verdict == "only one"
+    with pytest.raises(ValueError):
+        standing({"refl": behind}, "nabla", 5, 0.01)
+    text = format_standing_table({"nabla": ahead, "refl": behind}, "nabla", (5,), 0.01, path_levels=(2,))
+    lines = text.splitlines()
+    assert lines[0] == "| method | FD ≤ 5: best, seed mean | at FD = 2 on the path, seed mean |"
+    assert lines[2] == "| nabla | 0.510 | 0.255 |" and lines[3] == "| refl | 0.405 | 0.270 |"
+    assert lines[4].startswith("| nabla: verdict | leads refl: +0.1 (margin 0.01) |")
