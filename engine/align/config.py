@@ -70,7 +70,11 @@ class AlignConfig:
     trust_region: float = 30.0  # lambda, in denoiser-output units; the score-unit fit weighs 1/std^4 (docs/alignment.md)
     reward_weighting: str = "sqrt"
     reward_gradient_from: str = "policy"  # policy: x0_hat of the current LoRA model (docs/method.md); base: frozen model
-    residual_units: str = "score"  # score (docs/method.md) | std | mean: per-transition weight of the squared residual (docs/alignment.md, "Which transitions weigh most")
+    # score (docs/method.md) | std | mean: per-transition weight of the forward term's squared residual
+    # (docs/alignment.md, "Which transitions weigh most"). None: score units, or std units with the
+    # bootstrap flow network, where they bring the policy closer to the tilt (docs/method.md, "The flow
+    # variant's units").
+    residual_units: str | None = None
     subsample: float = 0.4
     low_variance: bool = True
     clip_reward_grad: float | None = None  # max norm of beta * w * g per sample; None = off
@@ -95,6 +99,9 @@ class AlignConfig:
     # With flow_target="reverse": whether the reverse term also trains the policy (double backward);
     # the official code's reverse term trains the flow only.
     reverse_policy_grad: bool = True
+    # Units of the bootstrap fit of the flow network (flow_target="bootstrap"), apart from the
+    # policy's: score units keep the late states' flow fitted as strongly as the early ones'.
+    flow_fit_units: str = "score"
 
     # baselines
     refl_late: float = 0.75  # ReFL: random step index in [refl_late * K, K)
@@ -160,8 +167,12 @@ class AlignConfig:
             raise ValueError("flow_target must be bootstrap or reverse")
         if self.intermediate_gradient not in ("own", "terminal"):
             raise ValueError("intermediate_gradient must be own or terminal")
-        if self.residual_units not in ("score", "std", "mean"):
-            raise ValueError("residual_units must be score, std or mean")
+        if self.residual_units is None:  # frozen: resolved once, so to_dict and run identities hold the units used
+            bootstrap = self.flow_network and self.flow_target == "bootstrap"
+            object.__setattr__(self, "residual_units", "std" if bootstrap else "score")
+        for name in ("residual_units", "flow_fit_units"):
+            if getattr(self, name) not in ("score", "std", "mean"):
+                raise ValueError(f"{name} must be score, std or mean")
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or not 1 <= self.epochs <= 100:
             raise ValueError(f"epochs must be an integer in 1..100, got {self.epochs!r}")
         if self.steps < 0 or self.trajectories < 1 or self.micro_batch < 1 or self.accumulate < 1 or self.checkpoint_every < 1:

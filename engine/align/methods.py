@@ -372,7 +372,7 @@ def _bootstrap_term(ctx: StepContext, chunk: Chunk, x_t: torch.Tensor, ks: list[
         (pulled,) = torch.autograd.grad((mean * wanted).sum(), x)
     _, g, w = reward_gradients(ctx, chunk, x_t, ks)
     resid = _flow(ctx, x_t, t_start) - (pulled - _scaled_reward_gradient(ctx, g, w)).detach()
-    return (resid.pow(2) * std.pow(2 * RESIDUAL_POWER[ctx.config.residual_units])).mean()
+    return (resid.pow(2) * std.pow(2 * RESIDUAL_POWER[ctx.config.flow_fit_units])).mean()
 
 
 def _reverse_term(ctx: StepContext, chunk: Chunk, x_t: torch.Tensor, x_prev: torch.Tensor, ks: list[int],
