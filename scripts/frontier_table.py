@@ -100,7 +100,11 @@ class Variant:
 
 # subsample 0.1: a round measured at 1.43x a ReFL round, against ~2.2x for the table's Nabla setting
 # (9.6 s against 4.3 s per round in the tuning logs), hence the estimate's 0.65.
-VARIANTS = (Variant("nabla-sub0.1", "nabla", ("subsample=0.1",), "Nabla-R2D3 (subsample 0.1)", cost=0.65),)
+VARIANTS = (Variant("nabla-sub0.1", "nabla", ("subsample=0.1",), "Nabla-R2D3 (subsample 0.1)", cost=0.65),
+            # What the toys favour (docs/method.md): w = 1 with the reward gradient through the frozen base
+            # (issue 21 part 2), on the same lr x beta grid, so the frontier rather than one point decides.
+            Variant("nabla-w1base", "nabla", ("reward_weighting=none", "reward_gradient_from=base"),
+                    "Nabla-R2D3 (w = 1, g through base)"))
 VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
 VARIANT_REWARDS = ("palette", "critic", "dnc")  # the order of their tuning jobs: palette is part 4's yardstick
 VARIANT_PAPER = False  # paper-budget jobs for the variants too (--variant-paper)

@@ -134,7 +134,9 @@ def test_variant_paper_jobs_take_the_variants_own_chosen_setting(tmp_path):
     ft.VARIANT_PAPER = True
     jobs = ft.plan()
     paper = [j for j in jobs if j.kind == "paper" and j.variant == "nabla-sub0.1"]
-    assert len(paper) == 6 and jobs[-6:] == paper
+    every_variant = [j for j in jobs if j.kind == "paper" and j.variant]
+    assert len(paper) == 6 and len(every_variant) == 6 * len(ft.VARIANTS)
+    assert jobs[-len(every_variant):] == every_variant  # after every method's and variant's tuning
     for job in ft.tuning_jobs("dnc", ("nabla", "nabla-sub0.1")):  # nabla prefers lr 0.005, the variant lr 0.015
         good = job.lr == (5e-3 if job.row == "nabla" else 1.5e-2)
         _curve(job.run_folder(tmp_path), [{"round": 10, "reward_mean": 0.9 if good else 0.5, "fd_to_base": 2.0}])
