@@ -527,8 +527,10 @@ def report(out: Path) -> Path:
     lines = ["# Frontier at an equal tuning budget (in progress)", "",
              "Written by `scripts/frontier_table.py report`; every figure is read from the runs' `heldout.jsonl`.", ""]
     spread_path = out / "spread" / "spread.json"
+    noise_of = {}  # reward -> the base reward's std between disjoint held-out sets (the spread job)
     if spread_path.is_file():
         sp = json.loads(spread_path.read_text())
+        noise_of = sp["base_reward_spread_between_sets"]
         lo, hi = sp["fd_between_sets_range"]
         lines += ["## Base spread (64 samples per set)", "",
                   f"- FD between disjoint base sets: {lo:.3g}-{hi:.3g} (mean {sp['fd_between_sets_mean']:.3g}).",
@@ -608,7 +610,7 @@ def report(out: Path) -> Path:
                       f"cells seed 0 / seed 1. Base: reward {base_rows[0]['reward_mean']:.4g}, FD floor "
                       f"(two disjoint base sets) {_floor(base_rows[0])}.", "",
                       format_frontier_table(paper, FD_LEVELS)]
-            noise = _reward_noise(out, reward)
+            noise = noise_of.get(reward)
             if noise is not None:
                 lines += [f"### Equal drift, seed means: {reward}", "",
                           "The seed mean of each method's best reward at FD ≤ level, and of the reward where its "
@@ -638,14 +640,6 @@ def report(out: Path) -> Path:
             lines += [f"![frontier, {reward}](frontier_{reward}.png) ![progress, {reward}](progress_{reward}.png)", ""]
     write_json(out / "chosen.json", all_chosen)
     return write_bytes(out / "frontier.md", "\n".join(lines).encode())
-
-
-def _reward_noise(out: Path, reward: str) -> float | None:
-    """The base reward's std between disjoint held-out sets (the spread job), or None before it ran."""
-    path = out / "spread" / "spread.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())["base_reward_spread_between_sets"].get(reward)
 
 
 def training_clock(run_folder: Path) -> dict[int, float]:

@@ -125,7 +125,15 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="an AlignConfig field for every finetuned row, oracle policy included (repeatable)")
     args = ap.parse_args()
-    extra = {k: json.loads(v) for k, _, v in (a.partition("=") for a in args.set)}
+    extra = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in AlignConfig.__dataclass_fields__:
+            ap.error(f"bad --set {item!r}: expected FIELD=VALUE with FIELD an AlignConfig field")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:  # a bare word is a string, as in scripts/evaluate_alignment.py
+            extra[key] = value
     torch.set_num_threads(1)
 
     def wanted(name: str) -> bool:

@@ -12,6 +12,7 @@ FD is the Fréchet distance of critic features to the base samples (squared feat
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,11 +202,7 @@ def standing(curves: dict[str, dict[str, Sequence[dict] | None]], method: str, l
     rival = max(others, key=others.get)
     diffs = [per_seed[method][seed] - per_seed[rival][seed] for seed in per_seed[method] if seed in per_seed[rival]]
     gap = means[method] - means[rival]
-    margin = noise
-    if len(diffs) >= 2:
-        mean = sum(diffs) / len(diffs)
-        sem = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
-        margin = max(noise, sem)
+    margin = max(noise, statistics.stdev(diffs) / math.sqrt(len(diffs))) if len(diffs) >= 2 else noise
     verdict = "leads" if gap > margin else "trails" if gap < -margin else "ties"
     return Standing(level, method, means, noise, verdict, rival, gap, margin)
 
